@@ -1,0 +1,101 @@
+"""Base configuration: every field any setting can set, with the paper's defaults.
+
+Setting configs (`configs/cifar100_preactresnet18.py`, ...) start from `get_config()`
+here and override fields. This file alone trains nothing useful; it is the schema.
+
+Field groups:
+  dataset:   which data, where it lives, image size, split sizes, augmentation.
+  model:     encoder E, stage-2 encoder e, decoder D, classifier g.
+  mixup:     the method (alignmix, baselines), its mode weights and the alignment.
+  optimizer: SGD and the learning-rate schedule.
+  eval:      evaluation programs run by `--mode eval`.
+"""
+
+import ml_collections
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # Data. `train_size` and `test_size` are the split sizes, known without network access.
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = 'digits'  # digits | cifar10 | cifar100 | imagenet2012 |
+  #                                 caltech_birds2011 | tiny_imagenet | image_folder
+  config.dataset.data_dir = None  # tfds data_dir, or the root folder of a folder dataset.
+  config.dataset.image_size = 32  # Side of the square images the model sees.
+  config.dataset.num_classes = 10
+  config.dataset.train_split = 'train'
+  config.dataset.test_split = 'test'
+  config.dataset.train_size = 1437
+  config.dataset.test_size = 360
+  config.dataset.augment = 'crop_flip'  # crop_flip | imagenet | cub | none
+  config.dataset.crop_padding = 4  # Zero padding of the crop_flip augmentation.
+  config.dataset.shuffle_buffer = 10_000
+  # Per-channel statistics of the [0, 1] images; the model normalizes inside, so attacks
+  # work in pixel space.
+  config.dataset.mean = (0.5, 0.5, 0.5)
+  config.dataset.std = (0.25, 0.25, 0.25)
+  config.dataset.with_bbox = False  # Yield `bbox` [B, 4] (ymin, xmin, ymax, xmax) in [0, 1].
+
+  # Model. The classifier g always exists; `autoencoder` says whether there is a decoder.
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'preactresnet18'  # preactresnet18 | wrn16_8 | resnet50 | vgg_gap
+  config.model.width = 64  # Base width; 64 for PreActResNet18 and ResNet-50. Tests shrink it.
+  config.model.autoencoder = 'ae'  # ae | vae | none
+  config.model.latent = 'vector'  # vector (fc A -> z) | tensor (Z: conv 2x2 stride 2)
+  config.model.latent_dim = 0  # d of z; 0 means d = c (channels of A).
+  # Side of A. 0: the encoder's native side (4 on 32x32 PreActResNet18, 8 on WRN16-8 and on
+  # 64x64 Tiny-ImageNet, 7 on ImageNet ResNet-50). Smaller: average pooling (the 2x2
+  # ablation); twice the native side: the last downsampling removed (the 8x8 ablation).
+  config.model.feature_resolution = 0
+  config.model.dtype = 'float32'  # float32 | bfloat16 (compute; parameters stay float32).
+  config.model.pretrained = ''  # Path of an orbax checkpoint to initialise the encoder from.
+
+  # Mixup method. `mode_weights` order: clean, input, latent, feature, feature_reversed.
+  config.mixup = ml_collections.ConfigDict()
+  config.mixup.method = 'alignmix'  # alignmix | alignmix_official | vanilla | input_mixup |
+  #                                   manifold_mixup | cutmix
+  config.mixup.alpha = 2.0  # lam ~ Beta(alpha, alpha).
+  config.mixup.mode_weights = (1.0, 1.0, 1.0, 1.0, 1.0)
+  config.mixup.align = True  # Align A before mixing it (False: plain feature mixup).
+  config.mixup.sinkhorn_eps = 0.1
+  config.mixup.sinkhorn_iters = 100
+  config.mixup.reconstruction_weight = 1.0
+  config.mixup.kl_weight = 1.0  # VAE only.
+  config.mixup.manifold_layers = (0, 1, 2)  # manifold_mixup: 0 = input, k = after stage k.
+
+  # Optimisation. Epoch counts are converted to steps with dataset.train_size.
+  config.batch_size = 128  # Global batch size, split over all devices of all processes.
+  config.num_epochs = 2000
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.learning_rate = 0.1  # Per global batch of `batch_size` (no scaling).
+  config.optimizer.classifier_learning_rate = 0.0  # 0 means the same as learning_rate.
+  config.optimizer.momentum = 0.9
+  config.optimizer.nesterov = False
+  config.optimizer.weight_decay = 1e-4
+  config.optimizer.decay_epochs = (500, 1000, 1500)  # Multiply the rate by decay_factor there.
+  config.optimizer.decay_factor = 0.1
+  config.optimizer.warmup_epochs = 0
+
+  # Loop.
+  config.log_every_steps = 100
+  config.eval_every_epochs = 10
+  config.checkpoint_every_steps = 1000
+  config.keep_checkpoints = 3
+
+  # Evaluation programs run by `--mode eval` (see alignmix_jax/evaluation/).
+  config.eval = ml_collections.ConfigDict()
+  # classification | attacks | calibration | ood | localization (CAM: autoencoder 'none').
+  config.eval.programs = ('classification', 'attacks', 'calibration', 'ood')
+  config.eval.top_k = (1,)  # Report top{k}_error for each k; (1, 5) on ImageNet.
+  config.eval.batch_size = 500
+  config.eval.fgsm_eps = 8 / 255
+  config.eval.pgd_eps = 4 / 255
+  config.eval.pgd_step = 2 / 255
+  config.eval.pgd_iters = 20
+  config.eval.calibration_bins = 15
+  config.eval.ood_folders = ml_collections.ConfigDict()  # name -> image folder path.
+  config.eval.ood_noise = ('uniform', 'gaussian')  # Built-in OOD noise sets (uniform | gaussian).
+  config.eval.cam_threshold = 0.15
+  return config

@@ -1,0 +1,173 @@
+"""Tests of alignmix_jax.alignment: Sinkhorn plans, alignment and their gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from alignmix_jax import alignment
+
+
+def _features(seed, shape, scale=1.0):
+  return scale * jax.random.normal(jax.random.PRNGKey(seed), shape, jnp.float32)
+
+
+def _reference_plan(cost, eps, iters=20_000):
+  """Converged entropic OT plan with uniform marginals, float64 NumPy, log domain."""
+  cost = np.asarray(cost, np.float64)
+  r, s = cost.shape
+  log_kernel = -cost / eps
+  u, v = np.zeros(r), np.zeros(s)
+
+  def lse(x, axis):
+    m = x.max(axis=axis, keepdims=True)
+    return np.squeeze(m, axis) + np.log(np.exp(x - m).sum(axis=axis))
+
+  for _ in range(iters):
+    u = -np.log(r) - lse(log_kernel + v[None, :], 1)
+    v = -np.log(s) - lse(log_kernel + u[:, None], 0)
+  return np.exp(log_kernel + u[:, None] + v[None, :])
+
+
+def test_cost_matrix_is_squared_euclidean():
+  a = _features(0, (16, 8))
+  b = _features(1, (16, 8))
+  expected = ((np.asarray(a)[:, None, :] - np.asarray(b)[None, :, :]) ** 2).sum(-1)
+  cost = alignment.cost_matrix(a, b)
+  assert cost.dtype == jnp.float32
+  np.testing.assert_allclose(cost, expected, rtol=1e-5, atol=1e-5)
+  # Identical vectors: exactly 0 on the diagonal after clipping, never negative.
+  self_cost = alignment.cost_matrix(a * 100, a * 100)
+  assert float(jnp.min(self_cost)) >= 0.0
+  np.testing.assert_allclose(jnp.diag(self_cost), 0.0, atol=1.0)
+
+
+def test_plan_marginals_are_uniform_for_moderate_costs():
+  r = 16
+  cost = alignment.cost_matrix(_features(0, (r, 8), 0.2), _features(1, (r, 8), 0.2))
+  assert 0.5 < float(cost.mean()) < 2.0  # Moderate: a few times eps.
+  plan = alignment.sinkhorn(cost, eps=0.1, num_iters=100)
+  np.testing.assert_allclose(plan.sum(axis=0), 1.0 / r, atol=1e-4)
+  np.testing.assert_allclose(plan.sum(axis=1), 1.0 / r, atol=1e-4)
+  assignment = r * plan
+  assert float(assignment.min()) >= 0.0
+  np.testing.assert_allclose(assignment.sum(axis=0), 1.0, atol=1e-3)
+  np.testing.assert_allclose(assignment.sum(axis=1), 1.0, atol=1e-3)
+
+
+def test_assignment_of_tensors_is_doubly_stochastic():
+  a = _features(2, (4, 4, 8), 0.2)
+  b = _features(3, (4, 4, 8), 0.2)
+  r_matrix = alignment.assignment(a, b)
+  assert r_matrix.shape == (16, 16)
+  np.testing.assert_allclose(r_matrix.sum(axis=0), 1.0, atol=1e-3)
+  np.testing.assert_allclose(r_matrix.sum(axis=1), 1.0, atol=1e-3)
+
+
+def test_permuted_partner_is_recovered_and_aligned_back():
+  h, w, c = 4, 4, 32
+  features = _features(4, (h, w, c), scale=3.0)  # Well separated: distances in the hundreds.
+  sigma = np.asarray(jax.random.permutation(jax.random.PRNGKey(5), h * w))
+  partner = features.reshape(h * w, c)[sigma].reshape(h, w, c)  # a'_j = a_sigma(j)
+  r_matrix = alignment.assignment(features, partner)
+  # Position i of A corresponds to the j with sigma(j) = i.
+  np.testing.assert_array_equal(np.argmax(r_matrix, axis=1), np.argsort(sigma))
+  np.testing.assert_allclose(r_matrix.max(axis=1), 1.0, atol=1e-4)
+  np.testing.assert_allclose(alignment.align(features, partner), features, atol=1e-3)
+
+
+def test_plan_equals_converged_float64_reference():
+  r = 9
+  cost = alignment.cost_matrix(_features(6, (r, 5), 0.3), _features(7, (r, 4 + 1), 0.3))
+  for eps in (0.05, 0.1, 0.5):
+    plan = alignment.sinkhorn(cost, eps=eps, num_iters=3000)
+    reference = _reference_plan(cost, eps)
+    np.testing.assert_allclose(plan, reference, rtol=2e-3, atol=1e-6)
+
+
+def test_early_stopping_tolerance_reaches_the_same_plan():
+  r = 16
+  cost = alignment.cost_matrix(_features(8, (r, 8), 0.2), _features(9, (r, 8), 0.2))
+  reference = _reference_plan(cost, 0.1)
+  plan = alignment.sinkhorn(cost, eps=0.1, num_iters=10_000, tol=1e-7)
+  np.testing.assert_allclose(plan, reference, rtol=1e-3, atol=1e-7)
+  # A loose tolerance stops early: its rows are off by more than the tight one's.
+  loose = alignment.sinkhorn(cost * 30, eps=0.1, num_iters=10_000, tol=1e-2)
+  tight = alignment.sinkhorn(cost * 30, eps=0.1, num_iters=10_000, tol=1e-4)
+  loose_error = float(jnp.abs(loose.sum(1) - 1 / r).max())
+  tight_error = float(jnp.abs(tight.sum(1) - 1 / r).max())
+  assert tight_error < 1e-4 < loose_error < 1e-2
+
+
+@pytest.mark.parametrize('scale', [1e2, 1e3, 1e5])
+@pytest.mark.parametrize('eps', [1e-3, 1e-2, 0.1])
+def test_no_nan_or_inf_for_extreme_costs(scale, eps):
+  r = 16
+  cost = scale * jax.random.uniform(jax.random.PRNGKey(10), (r, r))
+  plan = alignment.sinkhorn(cost, eps=eps, num_iters=100)
+  assert bool(jnp.all(jnp.isfinite(plan)))
+  assert float(plan.min()) >= 0.0
+  np.testing.assert_allclose(plan.sum(axis=0), 1.0 / r, rtol=1e-5)  # Last update: columns.
+
+
+def test_bfloat16_features_give_a_float32_plan():
+  a = _features(11, (4, 4, 16)).astype(jnp.bfloat16)
+  b = _features(12, (4, 4, 16)).astype(jnp.bfloat16)
+  r_matrix = alignment.assignment(a, b)
+  assert r_matrix.dtype == jnp.float32
+  assert bool(jnp.all(jnp.isfinite(r_matrix)))
+  aligned = alignment.align(a, b)
+  assert aligned.dtype == jnp.bfloat16 and aligned.shape == (4, 4, 16)
+
+
+def test_gradients_equal_those_with_the_plan_held_fixed():
+  lam = 0.3
+  a = _features(13, (4, 4, 8))
+  b = _features(14, (4, 4, 8))
+  weights = _features(15, (4, 4, 8))
+
+  def loss(features, partner):
+    mixed = lam * features + (1 - lam) * alignment.align(features, partner)
+    return jnp.sum(weights * mixed ** 2)
+
+  fixed = np.asarray(alignment.assignment(a, b))  # A constant: no gradient can reach it.
+
+  def loss_fixed(features, partner):
+    moved = (fixed @ partner.reshape(16, 8)).reshape(4, 4, 8)
+    mixed = lam * features + (1 - lam) * moved
+    return jnp.sum(weights * mixed ** 2)
+
+  grads = jax.grad(loss, argnums=(0, 1))(a, b)
+  grads_fixed = jax.grad(loss_fixed, argnums=(0, 1))(a, b)
+  for got, expected in zip(grads, grads_fixed):
+    assert float(jnp.abs(expected).max()) > 1e-3  # Both gradients are non-zero.
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_batched_align_equals_a_loop_over_examples():
+  a = _features(16, (5, 4, 4, 8))
+  b = _features(17, (5, 4, 4, 8))
+  batched = alignment.batched_align(a, b, eps=0.1, num_iters=50)
+  looped = jnp.stack([alignment.align(a[i], b[i], eps=0.1, num_iters=50) for i in range(5)])
+  np.testing.assert_allclose(batched, looped, rtol=1e-5, atol=1e-5)
+
+
+def test_jitted_alignment_does_not_retrace():
+  traces = []
+
+  @jax.jit
+  def step(features, partner):
+    traces.append(1)
+    return alignment.batched_align(features, partner)
+
+  for seed in range(3):
+    out = step(_features(seed, (2, 4, 4, 8)), _features(seed + 10, (2, 4, 4, 8)))
+    assert bool(jnp.all(jnp.isfinite(out)))
+  assert len(traces) == 1
+
+
+def test_shape_errors_name_the_problem():
+  with pytest.raises(ValueError, match='same shape'):
+    alignment.align(jnp.zeros((4, 4, 8)), jnp.zeros((2, 2, 8)))
+  with pytest.raises(ValueError, match=r'\[B, H, W, C\]'):
+    alignment.batched_align(jnp.zeros((4, 4, 8)), jnp.zeros((4, 4, 8)))

@@ -1,0 +1,131 @@
+"""Tests of alignmix_jax.mixup: lam, permutations, label mixing, CutMix, aligned mixup."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from alignmix_jax import alignment
+from alignmix_jax import mixup
+
+
+def test_lam_follows_beta_alpha_alpha():
+  keys = jax.random.split(jax.random.PRNGKey(0), 4000)
+  lams = jax.vmap(lambda k: mixup.sample_lam(k, 2.0))(keys)
+  assert lams.dtype == jnp.float32
+  assert float(lams.min()) > 0.0 and float(lams.max()) < 1.0
+  # Beta(2, 2): mean 1/2, variance 1/20.
+  np.testing.assert_allclose(float(lams.mean()), 0.5, atol=0.02)
+  np.testing.assert_allclose(float(lams.var()), 0.05, atol=0.005)
+  assert float(mixup.sample_lam(keys[0], 0.0)) == 1.0
+
+
+def test_permutation_is_a_permutation():
+  for seed in range(5):
+    perm = mixup.sample_permutation(jax.random.PRNGKey(seed), 37)
+    assert perm.dtype == jnp.int32
+    np.testing.assert_array_equal(np.sort(np.asarray(perm)), np.arange(37))
+  # Different keys give different pairings.
+  first = mixup.sample_permutation(jax.random.PRNGKey(0), 37)
+  second = mixup.sample_permutation(jax.random.PRNGKey(1), 37)
+  assert not np.array_equal(first, second)
+
+
+def test_input_mixup_and_label_mixing():
+  images = jnp.arange(4 * 2 * 2 * 3, dtype=jnp.float32).reshape(4, 2, 2, 3)
+  perm = jnp.array([2, 0, 3, 1], jnp.int32)
+  mixed = mixup.mix_with_partner(0.25, images, perm)
+  np.testing.assert_allclose(mixed[1], 0.25 * images[1] + 0.75 * images[0])
+  targets = mixup.one_hot(jnp.array([0, 1, 2, 1]), 3)
+  soft = mixup.mix_labels(0.25, targets, perm)
+  np.testing.assert_allclose(soft, [[0.25, 0.0, 0.75],
+                                    [0.75, 0.25, 0.0],
+                                    [0.0, 0.75, 0.25],
+                                    [0.0, 1.0, 0.0]])
+  np.testing.assert_allclose(soft.sum(axis=1), 1.0)
+
+
+def test_latent_mixup_mixes_every_leaf_and_keeps_dtypes():
+  latent = {'mean': jnp.ones((3, 4)), 'logvar': jnp.zeros((3, 4), jnp.bfloat16)}
+  latent['mean'] = latent['mean'].at[0].set(5.0)
+  mixed = mixup.mix_with_partner(0.5, latent, jnp.array([1, 0, 2]))
+  np.testing.assert_allclose(mixed['mean'][:, 0], [3.0, 3.0, 1.0])
+  assert mixed['logvar'].dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_cutmix_box_area_sets_lam(seed):
+  rng = jax.random.PRNGKey(seed)
+  lam = jax.random.uniform(jax.random.fold_in(rng, 1))
+  images = jax.random.uniform(jax.random.fold_in(rng, 2), (3, 16, 12, 3))
+  perm = jnp.array([1, 2, 0], jnp.int32)
+  mixed, lam_box = mixup.cutmix(rng, lam, images, perm)
+  mask, lam_again = mixup.cutmix_box(rng, lam, 16, 12)
+  mask = np.asarray(mask).astype(bool)
+  assert float(lam_box) == float(lam_again)
+  # lam is the fraction of pixels kept from x.
+  np.testing.assert_allclose(float(lam_box), 1.0 - mask.sum() / (16 * 12), atol=1e-6)
+  # The box has at most the sides sqrt(1 - lam) * (H, W) (fewer where clipped).
+  rows, cols = np.nonzero(mask)
+  if rows.size:
+    assert rows.max() - rows.min() + 1 <= np.floor(16 * np.sqrt(1 - float(lam)))
+    assert cols.max() - cols.min() + 1 <= np.floor(12 * np.sqrt(1 - float(lam)))
+    assert mask.sum() == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+  inside = np.asarray(images)[np.asarray(perm)][:, mask]
+  np.testing.assert_array_equal(np.asarray(mixed)[:, mask], inside)
+  np.testing.assert_array_equal(np.asarray(mixed)[:, ~mask], np.asarray(images)[:, ~mask])
+
+
+def test_cutmix_small_lam_gives_large_box_and_full_image_at_zero():
+  mask, lam_box = mixup.cutmix_box(jax.random.PRNGKey(0), jnp.float32(0.0), 8, 8)
+  # A full-size box centred anywhere is clipped: lam_box reflects what is really pasted.
+  np.testing.assert_allclose(float(lam_box), 1.0 - float(mask.sum()) / 64, atol=1e-6)
+  assert float(mask.sum()) >= 16
+
+
+@pytest.mark.parametrize('reverse', [False, True])
+def test_aligned_feature_mix_is_13_or_14(reverse):
+  features = jax.random.normal(jax.random.PRNGKey(3), (4, 2, 2, 8))
+  perm = jnp.array([3, 2, 0, 1], jnp.int32)
+  lam = 0.7
+  mixed, first, second = mixup.aligned_feature_mix(lam, features, perm, reverse=reverse,
+                                                   num_iters=50)
+  partner = features[perm]
+  if reverse:  # (14): A aligned onto A' positions, mixed with A'.
+    expected = lam * partner + (1 - lam) * alignment.batched_align(partner, features,
+                                                                   num_iters=50)
+    np.testing.assert_array_equal(first, perm)
+    np.testing.assert_array_equal(second, np.arange(4))
+  else:  # (13): A' aligned onto A positions, mixed with A.
+    expected = lam * features + (1 - lam) * alignment.batched_align(features, partner,
+                                                                    num_iters=50)
+    np.testing.assert_array_equal(first, np.arange(4))
+    np.testing.assert_array_equal(second, perm)
+  np.testing.assert_allclose(mixed, expected, rtol=1e-5, atol=1e-5)
+  targets = mixup.one_hot(jnp.array([0, 1, 2, 3]), 4)
+  soft = mixup.mixed_targets(lam, targets, first, second)
+  keep = perm if reverse else np.arange(4)
+  moved = np.arange(4) if reverse else perm
+  np.testing.assert_allclose(soft, lam * np.eye(4)[keep] + (1 - lam) * np.eye(4)[moved])
+
+
+def test_manifold_mix_fn_mixes_hidden_activations():
+  hidden = jax.random.normal(jax.random.PRNGKey(4), (3, 5, 5, 2))
+  perm = jnp.array([2, 0, 1], jnp.int32)
+  out = mixup.manifold_mix_fn(0.4, perm)(hidden)
+  np.testing.assert_allclose(out, 0.4 * hidden + 0.6 * hidden[perm], rtol=1e-6)
+
+
+def test_operators_jit_without_python_loops():
+  @jax.jit
+  def everything(rng, images, features):
+    k1, k2, k3 = jax.random.split(rng, 3)
+    lam = mixup.sample_lam(k1, 2.0)
+    perm = mixup.sample_permutation(k2, images.shape[0])
+    cut, lam_box = mixup.cutmix(k3, lam, images, perm)
+    aligned, _, _ = mixup.aligned_feature_mix(lam, features, perm)
+    return mixup.mix_with_partner(lam, images, perm), cut, lam_box, aligned
+
+  outs = everything(jax.random.PRNGKey(0), jnp.ones((8, 8, 8, 3)),
+                    jax.random.normal(jax.random.PRNGKey(1), (8, 4, 4, 16)))
+  assert all(bool(jnp.all(jnp.isfinite(o))) for o in outs)
