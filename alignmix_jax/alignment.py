@@ -79,7 +79,8 @@ def sinkhorn(cost, *, eps=0.1, num_iters=100, tol=None):
     u, v = potentials
     return jnp.exp(log_kernel + u[:, None] + v[None, :])
 
-  start = (jnp.zeros((rows,), jnp.float32), jnp.zeros((cols,), jnp.float32))
+  # zeros_like keeps the cost's type, varying manual axes included (under shard_map).
+  start = (jnp.zeros_like(log_kernel[:, 0]), jnp.zeros_like(log_kernel[0]))
   if tol is None:
     potentials = lax.fori_loop(0, num_iters, lambda _, p: update(p), start)
   else:

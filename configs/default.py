@@ -29,9 +29,12 @@ def get_config():
   config.dataset.test_split = 'test'
   config.dataset.train_size = 1437
   config.dataset.test_size = 360
-  config.dataset.augment = 'crop_flip'  # crop_flip | imagenet | cub | none
+  config.dataset.augment = 'crop_flip'  # crop_flip | crop | imagenet | cub | none
   config.dataset.crop_padding = 4  # Zero padding of the crop_flip augmentation.
   config.dataset.shuffle_buffer = 10_000
+  # Data shards (0: one per process). Fix it to get the same batches on any number of
+  # processes that divides it.
+  config.dataset.num_shards = 0
   # Per-channel statistics of the [0, 1] images; the model normalizes inside, so attacks
   # work in pixel space.
   config.dataset.mean = (0.5, 0.5, 0.5)
@@ -59,6 +62,7 @@ def get_config():
   config.mixup.alpha = 2.0  # lam ~ Beta(alpha, alpha).
   config.mixup.mode_weights = (1.0, 1.0, 1.0, 1.0, 1.0)
   config.mixup.align = True  # Align A before mixing it (False: plain feature mixup).
+  config.mixup.align_latent = False  # Align a tensor latent Z before mixing it ((13)).
   config.mixup.sinkhorn_eps = 0.1
   config.mixup.sinkhorn_iters = 100
   config.mixup.reconstruction_weight = 1.0
@@ -68,6 +72,7 @@ def get_config():
   # Optimisation. Epoch counts are converted to steps with dataset.train_size.
   config.batch_size = 128  # Global batch size, split over all devices of all processes.
   config.num_epochs = 2000
+  config.num_train_steps = -1  # > 0 overrides num_epochs (quick runs and tests).
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.learning_rate = 0.1  # Per global batch of `batch_size` (no scaling).
   config.optimizer.classifier_learning_rate = 0.0  # 0 means the same as learning_rate.

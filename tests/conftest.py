@@ -1,6 +1,20 @@
-"""Test setup: TensorFlow (input pipeline only) must not grab accelerators or threads."""
+"""Test setup, before JAX is imported.
+
+* Two CPU devices, so that the data-parallel paths (shard_map over a 2-device mesh, pmap)
+  run in every test process.
+* A persistent compilation cache shared by the test processes (xdist workers and the
+  `python -m main` runs that tests start inherit the environment), so a program compiled
+  once is not compiled again.
+* TensorFlow (input pipeline only) must not grab accelerators.
+"""
 
 import os
+import tempfile
 
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '')
+                           + ' --xla_force_host_platform_device_count=2').strip()
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      os.path.join(tempfile.gettempdir(), 'alignmix_jax_test_compile_cache'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')

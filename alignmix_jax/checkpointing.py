@@ -1,0 +1,102 @@
+"""Orbax checkpoints of the train state under `<workdir>/checkpoints/<step>/`.
+
+Each checkpoint holds two items: `state` (the `TrainState` pytree: step, params,
+batch_stats, opt_state, rng) and `progress` (JSON: the best test top-1 so far). Saves are
+asynchronous; the last N are kept.
+"""
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+from alignmix_jax import models
+from alignmix_jax import optim
+from alignmix_jax import parallel
+from alignmix_jax import train_step as train_step_lib
+
+
+def checkpoint_dir(workdir):
+  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+
+
+class Checkpoints:
+  """A `CheckpointManager` for one workdir: save, latest step, restore."""
+
+  def __init__(self, workdir, *, keep=3, read_only=False):
+    self.directory = checkpoint_dir(workdir)
+    self.manager = ocp.CheckpointManager(
+        self.directory, item_names=('state', 'progress'),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, enable_async_checkpointing=True, create=not read_only,
+            read_only=read_only))
+
+  def latest_step(self):
+    return self.manager.latest_step()
+
+  def save(self, state, progress):
+    """Starts an asynchronous save of `state` at its step (all processes must call it)."""
+    step = int(jax.device_get(state.step))
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)))
+
+  def restore(self, target, step=None):
+    """Restores `(state, progress)` at `step` (default: the latest) onto `target`'s
+    shapes, dtypes and shardings.
+
+    Raises:
+      FileNotFoundError: no checkpoint in the directory.
+      ValueError: the checkpoint does not fit `target` (another model or config).
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(
+          f'No checkpoint in {self.directory}. Train first with `python -m main --config '
+          '<config> --workdir <workdir>` (same workdir), or point --workdir at a run.')
+    if step not in self.manager.all_steps():
+      raise FileNotFoundError(f'No checkpoint for step {step} in {self.directory}; it has '
+                              f'steps {sorted(self.manager.all_steps())}.')
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract), progress=ocp.args.JsonRestore()))
+    except (ValueError, KeyError, TypeError) as error:
+      raise ValueError(
+          f'The checkpoint at step {step} in {self.directory} does not fit the model of this '
+          'config (different model, width, autoencoder, latent, number of classes or '
+          'optimizer?). Use the config the run was trained with, or a new --workdir. '
+          f'Orbax said: {error}') from error
+    return restored['state'], dict(restored['progress'])
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.close()
+
+
+def abstract_train_state(config, sharding):
+  """The shapes, dtypes and (given) sharding of `config`'s train state, computing nothing."""
+  model = models.create_model(config)
+  tx, _ = optim.create_optimizer(config.optimizer, steps_per_epoch=1)
+  shape = (config.dataset.image_size, config.dataset.image_size, 3)
+  shapes = jax.eval_shape(
+      lambda rng: train_step_lib.create_train_state(rng, model, tx, shape),
+      jax.random.PRNGKey(0))
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+
+
+def restore_variables(workdir, config, step=None):
+  """`({'params', 'batch_stats'}, step)` of the latest (or given) checkpoint in `workdir`,
+  replicated over all devices.
+
+  Raises FileNotFoundError (no checkpoint) or ValueError (it does not fit the config).
+  """
+  target = abstract_train_state(config, parallel.replicated(parallel.data_mesh()))
+  checkpoints = Checkpoints(workdir, read_only=True)
+  try:
+    state, _ = checkpoints.restore(target, step)
+  finally:
+    checkpoints.close()
+  return state.variables(), int(state.step)

@@ -1,0 +1,191 @@
+"""Runs the evaluation programs a config lists on a checkpoint (`main.py --mode eval`).
+
+`evaluate(config, workdir)` restores the latest (or a given) checkpoint, runs each program of
+`config.eval.programs` (see `PROGRAMS`) on the test split, data parallel over the devices,
+and writes
+  <workdir>/eval.json          every scalar, e.g. `top1_error`, `ood/uniform/auroc` (percent);
+  <workdir>/eval/*.png, *.md   reliability diagram, localization examples, OOD table;
+  <workdir>/eval/              TensorBoard events of the same scalars (collection `eval`).
+
+Programs see the model only through `ModelFns`, so `run_programs` runs on any functions and
+any batch source. TensorFlow (input pipeline, clu's TensorBoard writer) is imported only
+inside `evaluate`.
+"""
+
+import json
+import os
+from typing import Callable, NamedTuple
+
+from absl import logging
+import jax
+
+from alignmix_jax import checkpointing
+from alignmix_jax import models
+from alignmix_jax import parallel
+from alignmix_jax.evaluation import attacks
+from alignmix_jax.evaluation import calibration
+from alignmix_jax.evaluation import classification
+from alignmix_jax.evaluation import localization
+from alignmix_jax.evaluation import ood
+
+
+class ModelFns(NamedTuple):
+  """The model as the programs see it.
+
+  logits: `images [B, H, W, 3] in [0, 1] -> logits [B, K]`, BatchNorm in eval mode.
+  cam: `images -> [B, h, w, K]` class activation maps (localization only).
+  """
+  logits: Callable
+  cam: Callable
+
+
+# Each program: (config, fns, batches_fn, out_dir) -> {scalar name: value}, where
+# `batches_fn(dataset_config)` yields the test batches of that dataset config.
+def _classification(config, fns, batches_fn, out_dir):
+  del out_dir  # No figure.
+  return classification.evaluate(fns.logits, batches_fn(config.dataset),
+                                 top_k=tuple(config.eval.top_k))
+
+
+def _attacks(config, fns, batches_fn, out_dir):
+  del out_dir  # No figure.
+  return attacks.evaluate(fns.logits, batches_fn(config.dataset), fgsm_eps=config.eval.fgsm_eps,
+                          pgd_eps=config.eval.pgd_eps, pgd_step=config.eval.pgd_step,
+                          pgd_iters=config.eval.pgd_iters, seed=config.seed)
+
+
+def _calibration(config, fns, batches_fn, out_dir):
+  return calibration.evaluate(fns.logits, batches_fn(config.dataset),
+                              num_bins=config.eval.calibration_bins,
+                              figure_path=os.path.join(out_dir, 'reliability.png'))
+
+
+def _folder_dataset(config, path):
+  """The dataset config of an OOD image folder: the test config, read from `path`."""
+  dataset = config.dataset.copy_and_resolve_references()
+  dataset.name = 'image_folder'
+  dataset.data_dir = path
+  dataset.with_bbox = False
+  return dataset
+
+
+def _ood(config, fns, batches_fn, out_dir):
+  folders = {name: batches_fn(_folder_dataset(config, path))
+             for name, path in config.eval.ood_folders.items()}
+  return ood.evaluate(fns.logits, batches_fn(config.dataset), folders,
+                      noise=tuple(config.eval.ood_noise), seed=config.seed,
+                      table_path=os.path.join(out_dir, 'ood.md'))
+
+
+def _localization(config, fns, batches_fn, out_dir):
+  return localization.evaluate(fns.logits, fns.cam, batches_fn(config.dataset),
+                               threshold=config.eval.cam_threshold,
+                               figure_path=os.path.join(out_dir, 'localization.png'))
+
+
+PROGRAMS = {
+    'classification': _classification,
+    'attacks': _attacks,
+    'calibration': _calibration,
+    'ood': _ood,
+    'localization': _localization,
+}
+
+
+def check_config(config):
+  """Raises a clear error for evaluation settings that cannot run, before any work."""
+  programs = tuple(config.eval.programs)
+  unknown = [name for name in programs if name not in PROGRAMS]
+  if unknown or not programs:
+    raise ValueError(f'config.eval.programs must list evaluation programs; unknown: {unknown} '
+                     f'(got {programs}); valid: {sorted(PROGRAMS)}.')
+  num_classes = config.dataset.num_classes
+  if 'classification' in programs and not all(1 <= k <= num_classes for k in config.eval.top_k):
+    raise ValueError(f'config.eval.top_k = {tuple(config.eval.top_k)} needs 1 <= k <= '
+                     f'config.dataset.num_classes = {num_classes}.')
+  if 'ood' in programs:
+    ood.check_set_names(tuple(config.eval.ood_noise), tuple(config.eval.ood_folders))
+    for name, path in config.eval.ood_folders.items():
+      if not os.path.isdir(path):
+        raise FileNotFoundError(f'OOD folder {name!r}: {path} is not a directory. Put the '
+                                f'images there, fix config.eval.ood_folders.{name}, or remove '
+                                'that entry.')
+  if 'localization' in programs:
+    if config.model.autoencoder != 'none':
+      raise ValueError("The localization program needs CAMs, which the model defines only "
+                       "without a decoder: set config.model.autoencoder = 'none' (got "
+                       f'{config.model.autoencoder!r}) or drop localization from '
+                       'config.eval.programs.')
+    if not config.dataset.with_bbox:
+      raise ValueError('The localization program needs true boxes: set '
+                       'config.dataset.with_bbox = True on a dataset with boxes '
+                       '(caltech_birds2011).')
+
+
+def run_programs(config, fns, batches_fn, workdir):
+  """Runs `config.eval.programs`; writes `<workdir>/eval.json` and figures under `eval/`.
+
+  Args:
+    config: the full config (fields under `config.eval`, the dataset under `config.dataset`).
+    fns: the model as `ModelFns`.
+    batches_fn: `dataset_config -> iterable of batch dicts` of that dataset's test split.
+    workdir: the run's directory.
+
+  Returns:
+    `{scalar name: value}`, the content of eval.json.
+  """
+  check_config(config)
+  out_dir = os.path.join(workdir, 'eval')
+  os.makedirs(out_dir, exist_ok=True)
+  results = {}
+  for name in config.eval.programs:
+    scalars = PROGRAMS[name](config, fns, batches_fn, out_dir)
+    logging.info('Evaluation %s: %s', name, scalars)
+    results.update(scalars)
+  with open(os.path.join(workdir, 'eval.json'), 'w') as f:
+    json.dump(results, f, indent=2, sort_keys=True)
+  return results
+
+
+def evaluate(config, workdir, checkpoint_step=None):
+  """Evaluates the latest (or `checkpoint_step`) checkpoint of `workdir`.
+
+  Runs on one process; each batch is sharded over all its devices (data parallel, the
+  variables replicated), so `config.eval.batch_size` must be a multiple of the device count.
+
+  Returns:
+    `{scalar name: value}`, also written to `<workdir>/eval.json` and logged to TensorBoard
+    at the checkpoint's step.
+
+  Raises:
+    FileNotFoundError: no checkpoint (at that step) in `workdir`, or a missing OOD folder.
+    ValueError: the checkpoint does not fit the config's model, or a setting cannot run.
+  """
+  # pylint: disable=g-import-not-at-top
+  from alignmix_jax import input_pipeline  # The only module that imports TensorFlow.
+  from clu import metric_writers  # Imports TensorFlow.
+  # pylint: enable=g-import-not-at-top
+  check_config(config)
+  if jax.process_count() > 1:
+    raise ValueError(f'--mode eval runs on one process (got {jax.process_count()}): start it '
+                     'without --multiprocess or --coordinator_address.')
+  if config.eval.batch_size % jax.device_count():
+    raise ValueError(f'config.eval.batch_size={config.eval.batch_size} must be a multiple of '
+                     f'the number of devices ({jax.device_count()}).')
+  variables, step = checkpointing.restore_variables(workdir, config, step=checkpoint_step)
+  model = models.create_model(config)
+  fns = ModelFns(logits=lambda images: model.apply(variables, images, train=False),
+                 cam=lambda images: model.apply(variables, images, method='cam'))
+  mesh = parallel.data_mesh()
+
+  def batches_fn(dataset_config):
+    return input_pipeline.global_batches(input_pipeline.create_split(
+        dataset_config, split='test', batch_size=config.eval.batch_size, seed=config.seed,
+        train=False), mesh)
+
+  logging.info('Evaluating %s at step %d: %s.', workdir, step, tuple(config.eval.programs))
+  results = run_programs(config, fns, batches_fn, workdir)
+  writer = metric_writers.create_default_writer(workdir, collection='eval')
+  writer.write_scalars(step, results)
+  writer.close()
+  return results

@@ -1,0 +1,79 @@
+"""PreActResNet18 stage-1 encoder E: x -> A, as the AlignMix authors' CIFAR/Tiny-ImageNet code.
+
+Layout (PyTorch names; every convolution without bias):
+  stem: conv1 3x3 (3 -> w, stride 1) -> bn1 -> ReLU
+  layer1..layer4: 2 pre-activation blocks each, widths w, 2w, 4w, 8w, strides 1, 2, 2, 2
+  block: o = relu(bn1(x)); shortcut = conv1x1(o) if the shape changes else x;
+         out = conv2(relu(bn2(conv1(o)))) + shortcut
+No final BN/ReLU: A is the raw layer4 output, `[B, H/8, W/8, 8w]` (4x4x512 on 32x32 with
+w = 64, 8x8x512 on 64x64). The stem BN is the authors' addition to the common
+PreActResNet18 (which has 11,171,146 parameters with a CIFAR-10 classifier; this one 128 more).
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from alignmix_jax.models import layers
+
+
+class PreActBlock(nn.Module):
+  """Pre-activation basic block `[B, H, W, Cin] -> [B, H/s, W/s, features]`."""
+  features: int
+  strides: int
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x, train):
+    o = nn.relu(layers.batch_norm(x, train, name='bn1', dtype=self.dtype))
+    if self.strides != 1 or x.shape[-1] != self.features:
+      shortcut = layers.conv(o, self.features, 1, strides=self.strides, name='shortcut',
+                             dtype=self.dtype)
+    else:
+      shortcut = x
+    y = layers.conv(o, self.features, 3, strides=self.strides, name='conv1', dtype=self.dtype)
+    y = nn.relu(layers.batch_norm(y, train, name='bn2', dtype=self.dtype))
+    y = layers.conv(y, self.features, 3, name='conv2', dtype=self.dtype)
+    return y + shortcut
+
+
+class PreActResNet18(nn.Module):
+  """PreActResNet18 encoder; see the module docstring.
+
+  Attributes:
+    width: base width w (64 in the paper); stage widths w, 2w, 4w, 8w.
+    remove_last_downsampling: layer4 with stride 1 (A twice as large: the 8x8 ablation).
+    dtype: compute dtype.
+  """
+  width: int = 64
+  remove_last_downsampling: bool = False
+  dtype: Any = jnp.float32
+
+  num_stages = 4  # Residual stages layer1..layer4 (manifold mixup after stage k).
+
+  @property
+  def num_downsamplings(self):
+    """How many times the encoder halves the input side."""
+    return 2 if self.remove_last_downsampling else 3
+
+  @property
+  def out_channels(self):
+    """c, the channels of A."""
+    return 8 * self.width
+
+  @nn.compact
+  def __call__(self, x, train, after_stage):
+    """Normalised images `[B, H, W, 3]` -> A `[B, H/8, W/8, 8w]` (H/4 without the last stride).
+
+    `after_stage(k, h)` is applied to the output of stage k = 1..4 (the manifold mixup hook).
+    """
+    x = layers.conv(x, self.width, 3, name='conv1', dtype=self.dtype)
+    x = nn.relu(layers.batch_norm(x, train, name='bn1', dtype=self.dtype))
+    for stage in range(self.num_stages):
+      strides = 1 if stage == 0 or (self.remove_last_downsampling and stage == 3) else 2
+      for block in range(2):
+        x = PreActBlock(self.width * 2**stage, strides if block == 0 else 1, self.dtype,
+                        name=f'layer{stage + 1}_{block}')(x, train)
+      x = after_stage(stage + 1, x)
+    return x

@@ -1,0 +1,219 @@
+"""The training loop: `train_and_evaluate(config, workdir)`.
+
+Init or restore (orbax, `<workdir>/checkpoints`), then for each step: the data-parallel
+train step (`jax.jit(jax.shard_map(train_step))` over all devices of all processes), train
+metrics every `log_every_steps`, test top-1 every `eval_every_epochs` (final and best), a
+checkpoint every `checkpoint_every_steps`. Metrics go to TensorBoard, the log and
+`<workdir>/metrics.jsonl`.
+
+Guarantees:
+  * exact resume: a run restarted from a checkpoint (e.g. after SIGKILL) yields the same
+    batches, random draws and metrics at every later step as an uninterrupted run (train
+    metrics are averaged over windows that end at multiples of `log_every_steps`, and
+    checkpoint steps are such multiples);
+  * SIGTERM: the run saves a checkpoint at the next step and exits cleanly;
+  * a non-finite loss or gradient stops the run with an error; the state of that step is
+    never applied, so the checkpoints on disk are the last good ones.
+"""
+
+import functools
+import json
+import os
+import signal
+
+from absl import logging
+import jax
+import numpy as np
+from clu import periodic_actions
+from jax.experimental import multihost_utils
+
+# The input pipeline first: it hides accelerators from TensorFlow before clu's writers
+# (which import TensorFlow) start it.
+from alignmix_jax import input_pipeline  # pylint: disable=g-bad-import-order
+from alignmix_jax import checkpointing
+from alignmix_jax import metric_logging
+from alignmix_jax import models
+from alignmix_jax import modes
+from alignmix_jax import optim
+from alignmix_jax import parallel
+from alignmix_jax import train_step as train_step_lib
+
+
+class StopSignal:
+  """Records SIGTERM (preemption, `kill`) so the loop can save and leave cleanly."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning('SIGTERM received: saving a checkpoint and stopping.')
+    self.requested = True
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def check_config(config, num_devices):
+  """Raises ValueError for settings that cannot run (before anything is compiled)."""
+  modes.method_table(config)  # Unknown method or bad mode weights.
+  if config.batch_size % num_devices:
+    raise ValueError(f'batch_size={config.batch_size} must be a multiple of the number of '
+                     f'devices ({num_devices}).')
+  if config.eval.batch_size % num_devices:
+    raise ValueError(f'eval.batch_size={config.eval.batch_size} must be a multiple of the '
+                     f'number of devices ({num_devices}).')
+  if config.checkpoint_every_steps % config.log_every_steps:
+    raise ValueError(
+        f'checkpoint_every_steps={config.checkpoint_every_steps} must be a multiple of '
+        f'log_every_steps={config.log_every_steps}, so that a resumed run averages its '
+        'metrics over the same windows as an uninterrupted one.')
+
+
+def summarize_window(metrics, table):
+  """Scalars of the steps since the last write, from their stacked per-step metrics.
+
+  `train/loss`, `train/ce` and `train/lam` average all steps; `train/loss_<mode>` and
+  `train/mode_fraction/<mode>` split them by the mode drawn; `train/reconstruction` and
+  `train/kl` average the clean steps (they are 0 in mixed ones).
+  """
+  drawn = metrics['mode'].astype(int)
+  scalars = {f'train/{name}': float(np.mean(metrics[name])) for name in ('loss', 'ce', 'lam')}
+  scalars.update({f'train/{name}': float(metrics[name][-1])
+                  for name in metrics if name.endswith('learning_rate')})
+  for index, (mode, _) in enumerate(table):
+    chosen = drawn == index
+    scalars[f'train/mode_fraction/{mode}'] = float(np.mean(chosen))
+    if chosen.any():
+      scalars[f'train/loss_{mode}'] = float(np.mean(metrics['loss'][chosen]))
+      if mode == 'clean':
+        for name in ('reconstruction', 'kl'):
+          scalars[f'train/{name}'] = float(np.mean(metrics[name][chosen]))
+  return scalars
+
+
+def evaluate_top1(eval_fn, variables, config, mesh):
+  """Test top-1 accuracy (%) and mean loss over the whole test split, every example once."""
+  batches = input_pipeline.process_batches(
+      config.dataset, 'test', global_batch_size=config.eval.batch_size, seed=config.seed,
+      train=False)
+  totals = None
+  for batch in input_pipeline.global_batches(batches, mesh):
+    sums = eval_fn(variables, batch)
+    totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
+  totals = jax.device_get(totals)
+  return {'test/top1': 100.0 * float(totals['correct'] / totals['count']),
+          'test/loss': float(totals['loss_sum'] / totals['count'])}
+
+
+def _write_config(config, workdir):
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+
+def train_and_evaluate(config, workdir):
+  """Trains `config` in `workdir` (resuming from its latest checkpoint) and evaluates it.
+
+  Returns:
+    The last scalars: `test/top1` (final), `test/best_top1`, `test/loss` and `step`.
+  """
+  mesh = parallel.data_mesh()
+  check_config(config, mesh.size)
+  stop = StopSignal()  # From here on, SIGTERM means: save at the next step and leave.
+  try:
+    return _train(config, workdir, mesh, stop)
+  finally:
+    stop.restore()
+
+
+def _train(config, workdir, mesh, stop):
+  """`train_and_evaluate` once the config is checked and SIGTERM is handled."""
+  os.makedirs(workdir, exist_ok=True)
+  _write_config(config, workdir)
+
+  model = models.create_model(config)
+  steps_per_epoch = input_pipeline.steps_per_epoch(config.dataset, config.batch_size)
+  num_steps = (config.num_train_steps if config.num_train_steps > 0
+               else int(config.num_epochs * steps_per_epoch))
+  eval_every = max(1, int(config.eval_every_epochs * steps_per_epoch))
+  tx, schedules = optim.create_optimizer(config.optimizer, steps_per_epoch)
+  image_shape = (config.dataset.image_size, config.dataset.image_size, 3)
+  init = jax.jit(functools.partial(train_step_lib.create_train_state, model=model, tx=tx,
+                                   image_shape=image_shape),
+                 out_shardings=parallel.replicated(mesh))
+  state = init(jax.random.PRNGKey(config.seed))
+
+  checkpoints = checkpointing.Checkpoints(workdir, keep=config.keep_checkpoints)
+  progress = {'best_top1': 0.0}
+  if checkpoints.latest_step() is not None:
+    state, progress = checkpoints.restore(state)
+    logging.info('Resumed from step %d in %s.', int(state.step), checkpoints.directory)
+  start = int(jax.device_get(state.step))
+  metric_logging.truncate_jsonl(workdir, start)
+  writer = metric_logging.create_writer(workdir)
+  logging.info('%s: %d steps (%d per epoch), global batch %d on %d devices, modes %s.',
+               config.mixup.method, num_steps, steps_per_epoch, config.batch_size, mesh.size,
+               modes.method_table(config))
+
+  table = modes.method_table(config)
+  train_fn = parallel.shard_map_step(
+      train_step_lib.make_train_step(config, model, schedules), mesh)
+  eval_fn = parallel.shard_map_eval(
+      functools.partial(train_step_lib.eval_step, model=model), mesh)
+  batches = input_pipeline.global_batches(input_pipeline.process_batches(
+      config.dataset, 'train', global_batch_size=config.batch_size, seed=config.seed,
+      train=True, start_step=start), mesh)
+  report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
+                                           every_steps=config.log_every_steps)
+  window = []
+  last = {'step': start}
+  try:
+    for step in range(start, num_steps):
+      state, metrics = train_fn(state, next(batches))
+      window.append(metrics)
+      done = step + 1
+      report(done)
+      stopping = _stop_requested(stop, done, config.log_every_steps)
+      saving = (done % config.checkpoint_every_steps == 0 or done == num_steps or stopping)
+      if done % config.log_every_steps == 0 or saving:
+        stacked = jax.device_get(jax.tree.map(lambda *xs: np.stack(xs), *window))
+        window = []
+        if stacked['nonfinite'].any():
+          bad = done - len(stacked['nonfinite']) + 1 + int(np.argmax(stacked['nonfinite']))
+          raise FloatingPointError(
+              f'Non-finite loss or gradients at step {bad} ({config.mixup.method}); the run '
+              f'stops. The checkpoints in {checkpoints.directory} hold the last good '
+              f'states (latest: step {checkpoints.latest_step()}). Lower '
+              'optimizer.learning_rate or check the data, then restart.')
+        writer.write_scalars(done, summarize_window(stacked, table))
+      if done % eval_every == 0 or done == num_steps:
+        scalars = evaluate_top1(eval_fn, state.variables(), config, mesh)
+        progress['best_top1'] = max(progress['best_top1'], scalars['test/top1'])
+        scalars['test/best_top1'] = progress['best_top1']
+        writer.write_scalars(done, scalars)
+        last.update(scalars)
+      if saving:
+        checkpoints.save(state, progress)
+      last['step'] = done
+      if stopping:
+        logging.warning('Stopped at step %d after SIGTERM; checkpoint saved.', done)
+        break
+  finally:
+    checkpoints.wait()
+    checkpoints.close()
+    writer.flush()
+  if jax.process_index() == 0:
+    logging.info('Done: %s', json.dumps(last))
+  return last
+
+
+def _stop_requested(stop, step, log_every_steps):
+  """Single process: SIGTERM acts at once. Several: all processes agree at log steps."""
+  if jax.process_count() == 1:
+    return stop.requested
+  if step % log_every_steps:
+    return False
+  flags = multihost_utils.process_allgather(np.int32(stop.requested))
+  return bool(np.max(flags))

@@ -1,0 +1,36 @@
+"""AlignMix (AE, five modes) on scikit-learn's digits: the offline default.
+
+  python -m main --config configs/digits.py --workdir workdirs/digits
+
+No download: the 1,797 bundled 8x8 digits, upscaled to 32x32 (1,437 train / 360 test).
+A PreActResNet18 at a quarter of the paper's width (A is 4x4x128), batch 64, 30 epochs.
+"""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.dataset.name = 'digits'
+  config.dataset.image_size = 32
+  config.dataset.num_classes = 10
+  config.dataset.train_size = 1437
+  config.dataset.test_size = 360
+  config.dataset.augment = 'crop'  # Padded random crops; no flips (mirrored digits).
+  config.dataset.mean = (0.3055, 0.3055, 0.3055)  # Of the 32x32 training images.
+  config.dataset.std = (0.3238, 0.3238, 0.3238)
+
+  config.model.name = 'preactresnet18'
+  config.model.width = 16
+  config.model.autoencoder = 'ae'
+
+  config.mixup.method = 'alignmix'
+  config.batch_size = 64
+  config.num_epochs = 30
+  config.optimizer.learning_rate = 0.05
+  config.optimizer.decay_epochs = (20, 25)
+  config.log_every_steps = 22
+  config.eval_every_epochs = 5
+  config.checkpoint_every_steps = 220
+  config.eval.batch_size = 360
+  return config

@@ -1,0 +1,77 @@
+"""alignmix_jax entry point.
+
+  python -m main --config configs/digits.py --workdir workdirs/digits            # train
+  python -m main --config configs/digits.py --workdir workdirs/digits --mode eval
+  python -m main --config configs/cifar100_preactresnet18.py --mode summary
+  python -m main --config configs/digits.py --config.mixup.method=cutmix --workdir ...
+
+Several processes (TPU VM slices, Slurm): pass `--multiprocess` on every worker, which calls
+`jax.distributed.initialize()` (cluster auto-detection), or give the coordinator
+explicitly with `--coordinator_address`, `--num_processes` and `--process_id`.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+MODES = ('train', 'eval', 'summary')
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Config file (`file.py` or `file.py:arg`).',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and evaluation.')
+flags.DEFINE_enum('mode', 'train', MODES, 'What to run.')
+flags.DEFINE_integer('checkpoint_step', None, '--mode eval: the step to evaluate '
+                     '(default: the latest checkpoint).')
+flags.DEFINE_bool('multiprocess', False, 'Call jax.distributed.initialize() with cluster '
+                  'auto-detection (TPU VM slices, Slurm).')
+flags.DEFINE_string('coordinator_address', None, 'host:port of process 0, for a manual '
+                    'multi-process launch.')
+flags.DEFINE_integer('num_processes', None, 'Number of processes of a manual launch.')
+flags.DEFINE_integer('process_id', None, 'This process in a manual launch (0-based).')
+
+
+def initialize_distributed():
+  if FLAGS.coordinator_address:
+    if FLAGS.num_processes is None or FLAGS.process_id is None:
+      raise app.UsageError('--coordinator_address needs --num_processes and --process_id.')
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes,
+                               process_id=FLAGS.process_id)
+  elif FLAGS.multiprocess:
+    jax.distributed.initialize()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  config = FLAGS.config
+  if FLAGS.mode == 'summary':
+    from alignmix_jax.models import summary  # pylint: disable=g-import-not-at-top
+    print(summary.summarize(config))
+    return
+  if not FLAGS.workdir:
+    raise app.UsageError(f'--mode {FLAGS.mode} needs --workdir.')
+  initialize_distributed()
+  logging.info('Process %d of %d; devices: %s', jax.process_index(), jax.process_count(),
+               jax.devices())
+  try:
+    if FLAGS.mode == 'train':
+      from alignmix_jax import train  # pylint: disable=g-import-not-at-top
+      train.train_and_evaluate(config, FLAGS.workdir)
+    else:
+      from alignmix_jax.evaluation import runner  # pylint: disable=g-import-not-at-top
+      runner.evaluate(config, FLAGS.workdir, checkpoint_step=FLAGS.checkpoint_step)
+  except (ValueError, FileNotFoundError, FloatingPointError) as error:
+    logging.error('%s', error)
+    print(f'error: {error}', file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config'])
+  app.run(main)

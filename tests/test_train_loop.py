@@ -1,0 +1,173 @@
+"""Tests of the training loop through `python -m main`: checkpoints, exact resume after
+SIGKILL, SIGTERM, non-finite losses, two processes, clear errors."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import tiny_config
+from alignmix_jax import checkpointing
+from alignmix_jax import metric_logging
+from alignmix_jax import models
+from alignmix_jax import optim
+from alignmix_jax import parallel
+from alignmix_jax import train
+from alignmix_jax import train_step as train_step_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ['--config', os.path.join(REPO, 'tests', 'tiny_config.py')]
+TIMING = ('steps_per_sec', 'uptime')  # Wall-clock figures differ between runs.
+
+
+def _main(workdir, *overrides, devices=2, extra=(), **popen):
+  env = dict(os.environ, PYTHONPATH=REPO,
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  args = [sys.executable, '-m', 'main', *TINY, '--workdir', str(workdir), *extra,
+          *(f'--config.{o}' for o in overrides)]
+  return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def _finish(process, timeout=600):
+  output, _ = process.communicate(timeout=timeout)
+  return process.returncode, output
+
+
+def _scalars(workdir):
+  """metrics.jsonl without the timing figures, as {(step, name): value}."""
+  return {(line['step'], name): value for line in metric_logging.read_jsonl(str(workdir))
+          for name, value in line.items() if name != 'step' and name not in TIMING}
+
+
+def _wait_for(path, process, timeout=600):
+  """Waits until `path` exists and is not empty, while `process` runs."""
+  start = time.time()
+  while not os.path.exists(path) or not os.path.getsize(path):
+    assert process.poll() is None, process.communicate()[0][-3000:]
+    assert time.time() - start < timeout, f'{path} never appeared'
+    time.sleep(0.05)
+
+
+def test_checkpoint_save_and_restore_give_back_the_same_state(tmp_path):
+  config = tiny_config.get_config()
+  model = models.create_model(config)
+  tx, _ = optim.create_optimizer(config.optimizer, steps_per_epoch=10)
+  state = train_step_lib.create_train_state(jax.random.PRNGKey(3), model, tx, (16, 16, 3))
+  mesh = parallel.data_mesh()
+  state = jax.device_put(state.replace(step=state.step + 7), parallel.replicated(mesh))
+  checkpoints = checkpointing.Checkpoints(tmp_path)
+  checkpoints.save(state, {'best_top1': 12.5})
+  checkpoints.wait()
+  restored, progress = checkpoints.restore(state)
+  checkpoints.close()
+  assert progress == {'best_top1': 12.5}
+  assert int(restored.step) == 7
+  for before, after in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
+    np.testing.assert_array_equal(np.asarray(after), np.asarray(before))
+  variables, step = checkpointing.restore_variables(tmp_path, config)
+  assert step == 7
+  np.testing.assert_array_equal(jax.tree.leaves(variables['params'])[0],
+                                jax.tree.leaves(state.params)[0])
+
+
+def test_exact_resume_after_sigkill(tmp_path):
+  steps = ['num_train_steps=40', 'checkpoint_every_steps=4']
+  code, output = _finish(_main(tmp_path / 'reference', *steps))
+  assert code == 0, output[-3000:]
+  killed = _main(tmp_path / 'resumed', *steps)
+  _wait_for(tmp_path / 'resumed' / 'checkpoints' / '4', killed)
+  killed.send_signal(signal.SIGKILL)
+  assert _finish(killed)[0] == -signal.SIGKILL
+  code, output = _finish(_main(tmp_path / 'resumed', *steps))
+  assert code == 0, output[-3000:]
+  assert 'Resumed from step' in output
+  expected, got = _scalars(tmp_path / 'reference'), _scalars(tmp_path / 'resumed')
+  assert max(step for step, _ in expected) == 40
+  assert got.keys() == expected.keys()
+  for key, value in expected.items():
+    assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+  process = _main(tmp_path, 'num_train_steps=100000', 'checkpoint_every_steps=1000')
+  _wait_for(tmp_path / metric_logging.JSONL, process)
+  process.send_signal(signal.SIGTERM)
+  code, output = _finish(process)
+  assert code == 0, output[-3000:]
+  assert 'SIGTERM' in output
+  saved = checkpointing.Checkpoints(tmp_path, read_only=True)
+  step = saved.latest_step()
+  saved.close()
+  assert step is not None and 0 < step < 1000
+
+
+def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+  # The rate is multiplied by 1e12 at epoch 0.5 (step 44): the run blows up after the
+  # checkpoints at steps 4 to 44.
+  code, output = _finish(_main(tmp_path, 'num_train_steps=200',
+                               'optimizer.decay_epochs=(0.5,)', 'optimizer.decay_factor=1e12'))
+  assert code == 1, output[-3000:]
+  assert 'Non-finite loss or gradients at step' in output
+  saved = checkpointing.Checkpoints(tmp_path, read_only=True)
+  last = saved.latest_step()
+  saved.close()
+  assert last is not None and last <= 48
+  variables, _ = checkpointing.restore_variables(tmp_path, tiny_config.get_config())
+  assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(variables))
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_train_in_lockstep_like_one_process_with_two_devices(tmp_path):
+  steps = ['num_train_steps=8']
+  address = f'127.0.0.1:{_free_port()}'
+  workers = [_main(tmp_path / 'two', *steps, devices=1,
+                   extra=('--coordinator_address', address, '--num_processes', '2',
+                          '--process_id', str(i)))
+             for i in range(2)]
+  single = _main(tmp_path / 'one', *steps, 'dataset.num_shards=2', devices=2)
+  for process in workers + [single]:
+    code, output = _finish(process)
+    assert code == 0, output[-3000:]
+  expected, got = _scalars(tmp_path / 'one'), _scalars(tmp_path / 'two')
+  assert got.keys() == expected.keys() and len(got) > 10
+  for key, value in expected.items():
+    assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+  saved = checkpointing.Checkpoints(tmp_path / 'two', read_only=True)
+  assert saved.latest_step() == 8  # Both processes saved the final checkpoint together.
+  saved.close()
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('mixup.method', 'mixmatch', 'Unknown mixup.method'),
+    ('model.name', 'resnet9', 'Unknown model.name'),
+    ('dataset.name', 'svhn', 'svhn'),
+    ('batch_size', 15, 'multiple of the number of devices'),
+])
+def test_bad_names_and_settings_fail_fast_with_the_valid_choices(tmp_path, field, value,
+                                                                 message):
+  config = tiny_config.with_overrides(**{field: value})
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_config_json_and_metrics_are_written(tmp_path):
+  code, output = _finish(_main(tmp_path, 'num_train_steps=4'))
+  assert code == 0, output[-3000:]
+  with open(tmp_path / 'config.json', encoding='utf-8') as f:
+    assert json.load(f)['mixup']['method'] == 'alignmix'
+  names = {name for _, name in _scalars(tmp_path)}
+  assert {'train/loss', 'train/ce', 'train/learning_rate', 'test/top1', 'test/best_top1',
+          'train/mode_fraction/clean'} <= names

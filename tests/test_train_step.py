@@ -1,0 +1,188 @@
+"""Tests of the per-device train step: modes, RNG draws, shard_map vs pmap, non-finite."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import tiny_config
+from alignmix_jax import mixup
+from alignmix_jax import models
+from alignmix_jax import modes
+from alignmix_jax import optim
+from alignmix_jax import parallel
+from alignmix_jax import train_step as train_step_lib
+
+NUM_DEVICES = 2  # conftest.py forces two CPU devices.
+
+
+def _setup(config):
+  model = models.create_model(config)
+  tx, schedules = optim.create_optimizer(config.optimizer, steps_per_epoch=10)
+  size = config.dataset.image_size
+  state = train_step_lib.create_train_state(jax.random.PRNGKey(0), model, tx, (size, size, 3))
+  return model, state, train_step_lib.make_train_step(config, model, schedules)
+
+
+def _batch(config, seed=0):
+  rng = np.random.default_rng(seed)
+  size = config.dataset.image_size
+  return {'image': rng.uniform(size=(config.batch_size, size, size, 3)).astype(np.float32),
+          'label': rng.integers(0, 10, config.batch_size).astype(np.int32),
+          'mask': np.ones(config.batch_size, np.float32)}
+
+
+def _run(config, steps):
+  """`steps` shard_map steps on one fixed batch; returns (model, run, states, metrics)."""
+  model, state, step_fn = _setup(config)
+  mesh = parallel.data_mesh()
+  assert mesh.size == NUM_DEVICES
+  state = jax.device_put(state, parallel.replicated(mesh))
+  batch = jax.device_put(_batch(config), parallel.sharded(mesh))
+  run = parallel.shard_map_step(step_fn, mesh, donate_state=False)
+  states, history = [state], []
+  for _ in range(steps):
+    state, metrics = run(state, batch)
+    states.append(state)
+    history.append(jax.device_get(metrics))
+  return model, run, states, history
+
+
+@pytest.fixture(scope='module')
+def five_mode_run():
+  """30 steps of AlignMix (all five modes) on one batch; a large alpha keeps lam near 1/2,
+  so losses change by learning rather than by the draw."""
+  config = tiny_config.with_overrides(**{'mixup.alpha': 200.0, 'mixup.sinkhorn_iters': 20})
+  return config, *_run(config, steps=30)
+
+
+def test_each_of_the_five_modes_is_finite_and_falls(five_mode_run):
+  config, _, _, _, history = five_mode_run
+  names = [name for name, _ in modes.method_table(config)]
+  assert all(np.isfinite(m['loss']) and m['nonfinite'] == 0 for m in history)
+  for index, name in enumerate(names):
+    losses = [m['loss'] for m in history if int(m['mode']) == index]
+    assert len(losses) >= 2, (name, losses)
+    assert losses[-1] < 0.8 * losses[0], (name, losses)
+
+
+@pytest.mark.parametrize('overrides', [
+    {'mixup.method': 'manifold_mixup', 'mixup.manifold_layers': (2,)},
+    {'mixup.method': 'cutmix', 'mixup.alpha': 1.0},
+], ids=['manifold_layer2', 'cutmix'])
+def test_baseline_losses_are_finite_and_fall(overrides):
+  config = tiny_config.with_overrides(**{'mixup.alpha': 200.0, **overrides})
+  _, _, _, history = _run(config, steps=8)
+  losses = np.array([m['loss'] for m in history])
+  assert np.all(np.isfinite(losses)), losses
+  assert losses[-2:].mean() < 0.8 * losses[:2].mean(), losses
+
+
+def _reference_loss(config, model, state, batch):
+  """The step's loss recomputed outside the step: draw, then the drawn mode per device."""
+  table = modes.method_table(config)
+  mode, lam, device_rng = train_step_lib.draw(
+      jax.random.fold_in(state.rng, state.step), table, config.mixup.alpha)
+  settings = train_step_lib.step_settings(config)
+  shards = jax.tree.map(lambda x: np.split(x, NUM_DEVICES), batch)
+  losses = []
+  for device in range(NUM_DEVICES):
+    rng = jax.random.fold_in(device_rng, device)
+    perm_rng, mode_rng, reparam_rng = jax.random.split(rng, 3)
+    images = shards['image'][device]
+    perm = mixup.sample_permutation(perm_rng, images.shape[0])
+    targets = mixup.one_hot(shards['label'][device], config.dataset.num_classes)
+    (loss, _), _ = model.apply(
+        jax.device_get(state.variables()), images, targets, lam, perm, mode_rng, settings,
+        method=modes.mode_function(table[int(mode)][0]), mutable=['batch_stats'],
+        rngs={'reparam': reparam_rng})
+    losses.append(float(loss))
+  return int(mode), float(lam), float(np.mean(losses))
+
+
+def test_the_step_applies_the_mode_and_lam_the_rng_drew(five_mode_run):
+  config, model, _, states, history = five_mode_run
+  batch = _batch(config)
+  drawn = []
+  for state, metrics in zip(states[:8], history[:8]):
+    mode, lam, loss = _reference_loss(config, model, state, batch)
+    assert int(metrics['mode']) == mode
+    np.testing.assert_allclose(metrics['lam'], lam, rtol=1e-6)
+    np.testing.assert_allclose(metrics['loss'], loss, rtol=2e-4)
+    drawn.append(mode)
+  assert len(set(drawn)) >= 3, drawn  # The draw really varies between steps.
+
+
+def test_reconstruction_is_reported_and_falls_in_clean_steps(five_mode_run):
+  config, _, _, _, history = five_mode_run
+  names = [name for name, _ in modes.method_table(config)]
+  for metrics in history:
+    clean = names[int(metrics['mode'])] == 'clean'
+    assert (metrics['reconstruction'] > 0) == clean
+  reconstruction = [m['reconstruction'] for m in history if m['reconstruction'] > 0]
+  assert reconstruction[-1] < reconstruction[0]  # The decoder learns too.
+
+
+def test_a_nonfinite_step_leaves_the_state_unchanged(five_mode_run):
+  config, _, run, states, _ = five_mode_run
+  mesh = parallel.data_mesh()
+  batch = _batch(config)
+  batch['image'][0, 0, 0, 0] = np.nan
+  state = states[-1]
+  new_state, metrics = run(state, jax.device_put(batch, parallel.sharded(mesh)))
+  assert int(metrics['nonfinite']) == 1
+  assert int(new_state.step) == int(state.step)
+  for new, old in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(new, old)
+
+
+def test_shard_map_and_pmap_run_the_same_step():
+  config = tiny_config.with_overrides(**{'mixup.mode_weights': (0, 0, 0, 1.0, 0),
+                               'mixup.sinkhorn_iters': 20})
+  _, state, step_fn = _setup(config)
+  batch = _batch(config, seed=1)
+  mesh = parallel.data_mesh()
+  sharded_run = parallel.shard_map_step(step_fn, mesh, donate_state=False)
+  pmapped_run = parallel.pmap_step(step_fn, donate_state=False)
+
+  s_state = jax.device_put(state, parallel.replicated(mesh))
+  s_batch = jax.device_put(batch, parallel.sharded(mesh))
+  p_state = parallel.replicate(state)
+  p_batch = parallel.split_batch(batch, NUM_DEVICES)
+  for _ in range(3):
+    s_state, s_metrics = sharded_run(s_state, s_batch)
+    p_state, p_metrics = pmapped_run(p_state, p_batch)
+    for name in ('loss', 'ce', 'lam', 'mode'):
+      np.testing.assert_allclose(p_metrics[name][0], s_metrics[name], rtol=1e-5)
+      np.testing.assert_allclose(p_metrics[name][1], s_metrics[name], rtol=1e-5)
+  s_leaves = jax.tree.leaves((s_state.params, s_state.batch_stats))
+  p_leaves = jax.tree.leaves((p_state.params, p_state.batch_stats))
+  assert int(s_state.step) == 3 and int(p_state.step[0]) == 3
+  for s_leaf, p_leaf in zip(s_leaves, p_leaves):
+    np.testing.assert_allclose(p_leaf[0], s_leaf, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(p_leaf[0], p_leaf[1])
+
+
+def test_mode_weights_and_method_names_are_checked():
+  with pytest.raises(ValueError, match='Unknown mixup.method'):
+    modes.method_table(tiny_config.with_overrides(**{'mixup.method': 'mixmatch'}))
+  with pytest.raises(ValueError, match='mode_weights'):
+    modes.method_table(tiny_config.with_overrides(**{'mixup.mode_weights': (1.0, 1.0)}))
+  official = tiny_config.with_overrides(**{'mixup.method': 'alignmix_official'})
+  table = modes.method_table(official)
+  assert table == (('input', 0.5), ('feature', 0.25), ('feature_reversed', 0.25))
+  table = modes.method_table(tiny_config.get_config())
+  assert [name for name, _ in table] == list(modes.FIVE_MODES)
+  np.testing.assert_allclose([p for _, p in table], 0.2)
+  with pytest.raises(ValueError, match='align_latent'):
+    train_step_lib.make_train_step(
+        tiny_config.with_overrides(**{'mixup.align_latent': True}), None, {})
+
+
+def test_the_mode_draw_follows_the_table_probabilities():
+  table = (('a', 0.5), ('b', 0.25), ('c', 0.25))
+  keys = jax.random.split(jax.random.PRNGKey(0), 4000)
+  drawn = jax.vmap(lambda k: train_step_lib.draw(k, table, 2.0)[0])(keys)
+  np.testing.assert_allclose(np.bincount(np.asarray(drawn)) / 4000, [0.5, 0.25, 0.25],
+                             atol=0.03)
+  assert jnp.issubdtype(drawn.dtype, jnp.integer)
