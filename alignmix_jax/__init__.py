@@ -1,6 +1,8 @@
 """alignmix_jax: AlignMix (CVPR 2022) in JAX/Flax.
 
-Public library entry points:
+Library entry points:
   alignmix_jax.alignment: Sinkhorn transport plans and feature-tensor alignment.
   alignmix_jax.mixup: input, latent, aligned-feature, manifold and CutMix operators.
+  alignmix_jax.models: encoders, decoder, heads and `create_model(config)`.
+Training (`train`, `train_step`, `modes`) and evaluation (`evaluation`) run from `main.py`.
 """

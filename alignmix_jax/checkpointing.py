@@ -8,6 +8,7 @@ asynchronous; the last N are kept.
 import os
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from alignmix_jax import models
@@ -100,3 +101,43 @@ def restore_variables(workdir, config, step=None):
   finally:
     checkpoints.close()
   return state.variables(), int(state.step)
+
+
+def load_pretrained_encoder(path, state):
+  """`state` with the encoder E (parameters and BatchNorm statistics) of the latest
+  checkpoint under `path` (a workdir or its checkpoints/ folder), e.g. an ImageNet run,
+  for fine-tuning; everything else keeps its fresh initialisation.
+
+  Raises:
+    FileNotFoundError: no checkpoint under `path`.
+    ValueError: that run's encoder differs from this config's (name, width, strides).
+  """
+  directory = path if os.path.basename(os.path.normpath(path)) == 'checkpoints' else (
+      checkpoint_dir(path))
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f'model.pretrained: no checkpoints in {directory}; give the '
+                            'workdir of a finished run with the same encoder.')
+  manager = ocp.CheckpointManager(directory, item_names=('state', 'progress'),
+                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  try:
+    step = manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f'model.pretrained: no checkpoint in {directory}.')
+    metadata = manager.item_metadata(step)['state']
+    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
+    saved = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(restore_args=as_numpy)))['state']
+  finally:
+    manager.close()
+  encoder = {'params': saved['params'].get('encoder'),
+             'batch_stats': saved.get('batch_stats', {}).get('encoder')}
+  current = {'params': state.params['encoder'], 'batch_stats': state.batch_stats['encoder']}
+  shapes = jax.tree.map(np.shape, current)
+  if encoder['params'] is None or jax.tree.map(np.shape, encoder) != shapes:
+    raise ValueError(f'model.pretrained: the encoder saved in {directory} (step {step}) does '
+                     'not match this config\'s encoder (model.name, model.width); pretrain '
+                     'with the same encoder.')
+  loaded = jax.tree.map(lambda new, old: jax.device_put(new.astype(old.dtype), old.sharding),
+                        encoder, current)
+  return state.replace(params={**state.params, 'encoder': loaded['params']},
+                       batch_stats={**state.batch_stats, 'encoder': loaded['batch_stats']})

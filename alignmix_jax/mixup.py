@@ -141,6 +141,8 @@ def cutmix(rng, lam, images, perm):
   return mixed, lam_box
 
 
-def manifold_mix_fn(lam, perm):
-  """The callable a model applies at the manifold mixup layer: `h -> mix_lam(h, h[perm])`."""
-  return lambda hidden: mix_with_partner(lam, hidden, perm)
+def manifold_mix_fn(lam, perm, layer):
+  """Manifold mixup at a fixed layer, as the model's mixing hook (`features(x, train,
+  mix_fn)`): `(k, h) -> mix_lam(h, h[perm])` after stage `layer`, h unchanged elsewhere."""
+  return lambda stage, hidden: (mix_with_partner(lam, hidden, perm) if stage == layer
+                                else hidden)

@@ -1,127 +1,81 @@
 """The mixup modes of a mini-batch and the methods that draw among them.
 
-A mode is a function `(model, images, targets, lam, perm, rng, settings) -> (loss, aux)`
-run through `model.apply(..., method=...)`, so it can call the model's pieces (E =
-`features`, e = `latent`, g = `classify`, D = `decode`) and mix in between (paper (3)-(7)):
+The network runs once per step, x -E-> A -e-> z -g-> logits (and z -D-> x_hat), and a mode
+says what happens at each mixing point on the way (paper (3)-(7), Algorithm 1):
 
-  clean              x -> A -> z -> logits, x_hat: cross-entropy + reconstruction (1)
-                     (+ KL for the VAE); cross-entropy only without a decoder.
-  input              mix x, then E, e, g (4) (input mixup; manifold mixup at layer 0).
-  latent             E, e, then mix z (6).
-  feature            E, align A' onto A and mix (13) (plain mixup of A if not `align`).
-  feature_reversed   E, align A onto A' and mix (14).
-  layer1, layer2...  manifold mixup after residual stage k of E.
-  cutmix             paste a box of x' into x, lam from the box area.
+  mode               stage k of E (0 = x)      A                 z            targets
+  clean              -                         -                 -            y; + recon. (1)
+  input              mixup at 0 (4)            -                 -            mix(y, y')
+  latent             -                         -                 mixup (6)    mix(y, y')
+  feature            -                         align A' onto A,  -            mix(y, y')
+                                               mix (13)
+  feature_reversed   -                         align A onto A',  -            mix(y', y)
+                                               mix (14)
+  layer<k>           mixup after stage k       -                 -            mix(y, y')
+  cutmix             box of x' pasted in x     -                 -            lam from box
 
-Mixed modes use cross-entropy against the mixed targets only (7). Every mode returns the
-same `aux` structure so that `lax.switch` can choose among them on the device.
+With `align=False` feature modes mix A without aligning it; with `align_latent=True` a
+tensor Z is aligned (13) before it is mixed. Only clean steps get the reconstruction (and
+KL) loss; mixed ones get cross-entropy against the mixed targets only (7).
 
 A method (`config.mixup.method`) is a table of (mode, probability): `method_table(config)`.
+The train step draws a mode index on the device and, at each mixing point, `lax.switch`es
+among the distinct operations the table's modes need there.
 """
 
-import functools
-
-import jax.numpy as jnp
-import optax
-
-from alignmix_jax import mixup
+import dataclasses
+from typing import Optional
 
 FIVE_MODES = ('clean', 'input', 'latent', 'feature', 'feature_reversed')
 METHODS = ('alignmix', 'alignmix_official', 'vanilla', 'input_mixup', 'manifold_mixup',
            'cutmix')
 
-
-def cross_entropy(logits, targets):
-  """Mean softmax cross-entropy against soft targets `[B, K]`."""
-  return jnp.mean(optax.softmax_cross_entropy(logits.astype(jnp.float32), targets))
-
-
-def _aux(ce, reconstruction=0.0, kl=0.0):
-  return {'ce': ce, 'reconstruction': jnp.float32(reconstruction), 'kl': jnp.float32(kl)}
-
-
-def clean(model, images, targets, lam, perm, rng, settings):
-  """No mixup: cross-entropy, plus reconstruction (and KL) when there is a decoder."""
-  del lam, perm, rng
-  latent = model.latent(model.features(images, True), True)
-  ce = cross_entropy(model.classify(latent, True), targets)
-  if model.autoencoder == 'none':
-    return ce, _aux(ce)
-  reconstruction = jnp.mean(jnp.square(model.decode(latent, True) - images))
-  kl = jnp.mean(model.kl(latent))
-  loss = (ce + settings.reconstruction_weight * reconstruction + settings.kl_weight * kl)
-  return loss, _aux(ce, reconstruction, kl)
+# Operations at the mixing points.
+KEEP = 'keep'  # Leave the activations (or targets) as they are.
+MIXUP = 'mixup'  # mix_lam(h, h'), h' = h[perm].
+CUTMIX = 'cutmix'  # Paste the box of x' into x.
+ALIGN = 'align'  # (13): align h' onto h, then mix_lam(h, aligned).
+ALIGN_REVERSED = 'align_reversed'  # (14): align h onto h', then mix_lam(h', aligned).
+MIXUP_REVERSED = 'mixup_reversed'  # mix_lam(h', h): (14) without the alignment.
 
 
-def input_mix(model, images, targets, lam, perm, rng, settings):
-  """Input mixup (4): classify mix_lam(x, x')."""
-  del rng, settings
-  logits = model(mixup.mix_with_partner(lam, images, perm), True)
-  ce = cross_entropy(logits, mixup.mix_labels(lam, targets, perm))
-  return ce, _aux(ce)
+@dataclasses.dataclass(frozen=True)
+class Mode:
+  """What a mode does at each mixing point (see the module docstring)."""
+  name: str
+  layer: Optional[int] = None  # Stage of E whose output (0: x) is mixed.
+  layer_op: str = KEEP  # MIXUP or CUTMIX at `layer`.
+  features_op: str = KEEP  # At A: MIXUP, MIXUP_REVERSED, ALIGN or ALIGN_REVERSED.
+  latent_op: str = KEEP  # At z: MIXUP or ALIGN.
+
+  @property
+  def clean(self):
+    return self.layer is None and self.features_op == KEEP and self.latent_op == KEEP
+
+  @property
+  def reversed(self):
+    """Targets mix(y', y): the partner keeps its positions (14)."""
+    return self.features_op in (ALIGN_REVERSED, MIXUP_REVERSED)
 
 
-def latent_mix(model, images, targets, lam, perm, rng, settings):
-  """Latent mixup (6): classify mix_lam(z, z'); a tensor Z is aligned first if asked."""
-  del rng
-  latent = model.latent(model.features(images, True), True)
-  if settings.align_latent:
-    mixed, first, second = mixup.aligned_feature_mix(
-        lam, latent, perm, eps=settings.sinkhorn_eps, num_iters=settings.sinkhorn_iters)
-    mixed_targets = mixup.mixed_targets(lam, targets, first, second)
-  else:
-    mixed = mixup.mix_with_partner(lam, latent, perm)
-    mixed_targets = mixup.mix_labels(lam, targets, perm)
-  ce = cross_entropy(model.classify(mixed, True), mixed_targets)
-  return ce, _aux(ce)
-
-
-def feature_mix(model, images, targets, lam, perm, rng, settings, *, reverse):
-  """Feature mixup of A: aligned (13) / (14) when `settings.align`, else plain mixup."""
-  del rng
-  features = model.features(images, True)
-  if settings.align:
-    mixed, first, second = mixup.aligned_feature_mix(
-        lam, features, perm, reverse=reverse, eps=settings.sinkhorn_eps,
-        num_iters=settings.sinkhorn_iters)
-  else:
-    identity = jnp.arange(features.shape[0], dtype=perm.dtype)
-    first, second = (perm, identity) if reverse else (identity, perm)
-    mixed = mixup.mix(lam, mixup.partner_of(features, first),
-                      mixup.partner_of(features, second))
-  logits = model.classify(model.latent(mixed, True), True)
-  ce = cross_entropy(logits, mixup.mixed_targets(lam, targets, first, second))
-  return ce, _aux(ce)
-
-
-def manifold_mix(model, images, targets, lam, perm, rng, settings, *, layer):
-  """Manifold mixup after residual stage `layer` of E."""
-  del rng, settings
-  features = model.features(images, True, mix_layer=layer,
-                            mix_fn=mixup.manifold_mix_fn(lam, perm))
-  logits = model.classify(model.latent(features, True), True)
-  ce = cross_entropy(logits, mixup.mix_labels(lam, targets, perm))
-  return ce, _aux(ce)
-
-
-def cutmix(model, images, targets, lam, perm, rng, settings):
-  """CutMix: one box per batch, lam recomputed from its clipped area."""
-  del settings
-  mixed, lam_box = mixup.cutmix(rng, lam, images, perm)
-  ce = cross_entropy(model(mixed, True), mixup.mix_labels(lam_box, targets, perm))
-  return ce, _aux(ce)
-
-
-def mode_function(name):
-  """The mode function called `name` (see the module docstring)."""
-  fixed = {'clean': clean, 'input': input_mix, 'latent': latent_mix, 'cutmix': cutmix,
-           'feature': functools.partial(feature_mix, reverse=False),
-           'feature_reversed': functools.partial(feature_mix, reverse=True)}
-  if name in fixed:
-    return fixed[name]
-  if name.startswith('layer') and name[5:].isdigit():
-    return functools.partial(manifold_mix, layer=int(name[5:]))
-  raise ValueError(f'Unknown mode {name!r}; valid: {", ".join(fixed)}, layer<k>.')
+def mode(name, *, align=True, align_latent=False):
+  """The `Mode` called `name`; `align` and `align_latent` as in `config.mixup`."""
+  if name == 'clean':
+    return Mode(name)
+  if name == 'input':
+    return Mode(name, layer=0, layer_op=MIXUP)
+  if name == 'cutmix':
+    return Mode(name, layer=0, layer_op=CUTMIX)
+  if name == 'latent':
+    return Mode(name, latent_op=ALIGN if align_latent else MIXUP)
+  if name == 'feature':
+    return Mode(name, features_op=ALIGN if align else MIXUP)
+  if name == 'feature_reversed':
+    return Mode(name, features_op=ALIGN_REVERSED if align else MIXUP_REVERSED)
+  if name.startswith('layer') and name[5:].isdigit() and int(name[5:]) > 0:
+    return Mode(name, layer=int(name[5:]), layer_op=MIXUP)
+  raise ValueError(f'Unknown mode {name!r}; valid: {", ".join(FIVE_MODES)}, cutmix, '
+                   'layer<k> (k >= 1).')
 
 
 def method_table(config):
@@ -156,6 +110,12 @@ def method_table(config):
     table = (('cutmix', 1.0),)
   else:
     raise ValueError(f'Unknown mixup.method {method!r}; valid: {", ".join(METHODS)}.')
-  table = tuple((mode, weight) for mode, weight in table if weight > 0)
+  table = tuple((name, weight) for name, weight in table if weight > 0)
   total = sum(weight for _, weight in table)
-  return tuple((mode, weight / total) for mode, weight in table)
+  return tuple((name, weight / total) for name, weight in table)
+
+
+def table_modes(config):
+  """The `Mode`s of `method_table(config)`, in order."""
+  return tuple(mode(name, align=config.mixup.align, align_latent=config.mixup.align_latent)
+               for name, _ in method_table(config))

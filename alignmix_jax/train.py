@@ -150,6 +150,9 @@ def _train(config, workdir, mesh, stop):
   if checkpoints.latest_step() is not None:
     state, progress = checkpoints.restore(state)
     logging.info('Resumed from step %d in %s.', int(state.step), checkpoints.directory)
+  elif config.model.pretrained:
+    state = checkpointing.load_pretrained_encoder(config.model.pretrained, state)
+    logging.info('Encoder initialised from %s.', config.model.pretrained)
   start = int(jax.device_get(state.step))
   metric_logging.truncate_jsonl(workdir, start)
   writer = metric_logging.create_writer(workdir)

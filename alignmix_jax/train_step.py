@@ -8,11 +8,13 @@ collectives over the axis `batch`; `parallel.py` runs it under `jax.jit(jax.shar
     lam ~ Beta(alpha, alpha), both from the replicated state RNG, so every device agrees;
   * one permutation of the device's examples (pairs), from an RNG folded with the device
     index;
-  * `lax.switch` on the drawn mode index runs that mode's loss (no host sync);
+  * one pass through the network, x -E-> A -e-> z -g-> logits, with a `lax.switch` on the
+    drawn mode index at each mixing point (the stages of E, A, z, the targets) choosing
+    among the operations the table's modes need there (`modes`); the decoder runs in clean
+    steps only. No host sync; the network is traced once, not once per mode;
   * gradients, BatchNorm statistics and metrics averaged over `batch`;
   * a step whose loss or gradients are not finite leaves the state as it was and reports
-    `nonfinite = 1`, so a checkpoint never holds a diverged state.
-"""
+    `nonfinite = 1`, so a checkpoint never holds a diverged state."""
 
 import functools
 from typing import Any
@@ -25,7 +27,7 @@ import optax
 from jax import lax
 
 from alignmix_jax import mixup
-from alignmix_jax import modes
+from alignmix_jax import modes as modes_lib
 
 AXIS = 'batch'
 
@@ -63,9 +65,8 @@ def create_train_state(rng, model, tx, image_shape):
 
 
 def step_settings(config):
-  """The static (hashable) settings of the mode functions, from `config.mixup`."""
+  """The static (hashable) settings of the step, from `config.mixup`."""
   return ml_collections.FrozenConfigDict({
-      'align': config.mixup.align, 'align_latent': config.mixup.align_latent,
       'sinkhorn_eps': config.mixup.sinkhorn_eps, 'sinkhorn_iters': config.mixup.sinkhorn_iters,
       'reconstruction_weight': config.mixup.reconstruction_weight,
       'kl_weight': config.mixup.kl_weight})
@@ -94,6 +95,105 @@ def _all_finite(tree):
   return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
+def cross_entropy(logits, targets):
+  """Mean softmax cross-entropy against soft targets `[B, K]`."""
+  return jnp.mean(optax.softmax_cross_entropy(logits.astype(jnp.float32), targets))
+
+
+def _dispatch(mode, modes, op_of, operations):
+  """The operation `op_of(modes[mode])`, chosen on the device among the distinct ones.
+
+  Returns a callable; a `lax.switch` on `mode` when the modes need several operations.
+  """
+  names = sorted({op_of(m) for m in modes})
+  if len(names) == 1:
+    return operations[names[0]]
+  index = jnp.asarray([names.index(op_of(m)) for m in modes], jnp.int32)[mode]
+  return lambda *args: lax.switch(index, [operations[name] for name in names], *args)
+
+
+def _run_if(pred, true_fn, false_fn):
+  """`true_fn()` where `pred`, else `false_fn()`, decided on the device.
+
+  On accelerators a `lax.cond`. On CPU both run and the result is selected: XLA's CPU
+  backend runs convolutions inside conditionals about 100x slower than outside
+  (jax-ml/jax#12868; measured here with jax 0.10.2), and the decoder is convolutions.
+  """
+  if jax.default_backend() == 'cpu':
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), true_fn(), false_fn())
+  return lax.cond(pred, lambda: _varying(true_fn()), lambda: _varying(false_fn()))
+
+
+def _operations(lam, perm, box_rng, settings):
+  """The operations at a mixing point, on activations `[B, ...]` or pytrees of them."""
+  align = dict(eps=settings.sinkhorn_eps, num_iters=settings.sinkhorn_iters)
+  return {
+      modes_lib.KEEP: lambda h: h,
+      modes_lib.MIXUP: lambda h: mixup.mix_with_partner(lam, h, perm),
+      modes_lib.MIXUP_REVERSED: lambda h: mixup.mix(lam, mixup.partner_of(h, perm), h),
+      modes_lib.CUTMIX: lambda h: mixup.cutmix(box_rng, lam, h, perm)[0],
+      modes_lib.ALIGN: lambda h: mixup.aligned_feature_mix(lam, h, perm, **align)[0],
+      modes_lib.ALIGN_REVERSED: lambda h: mixup.aligned_feature_mix(
+          lam, h, perm, reverse=True, **align)[0],
+  }
+
+
+def _target_op(mode):
+  """How a mode mixes the targets (the same operation names as the activations)."""
+  if mode.clean:
+    return modes_lib.KEEP
+  if mode.layer_op == modes_lib.CUTMIX:
+    return modes_lib.CUTMIX
+  return modes_lib.MIXUP_REVERSED if mode.reversed else modes_lib.MIXUP
+
+
+def mode_loss(params, batch_stats, images, targets, *, mode, lam, perm, box_rng,
+              reparam_rng, model, modes, settings):
+  """The loss of the drawn `mode` (an index into `modes`) on this device's examples.
+
+  Returns:
+    `(loss, (aux, batch_stats))`: aux holds ce, reconstruction and kl (0 outside clean
+    steps), batch_stats the updated BatchNorm statistics.
+  """
+  variables = {'params': params, 'batch_stats': batch_stats}
+  operations = _operations(lam, perm, box_rng, settings)
+  at_stage = {stage: _dispatch(mode, modes, lambda m, k=stage: m.layer_op if m.layer == k
+                               else modes_lib.KEEP, operations)
+              for stage in {m.layer for m in modes if m.layer is not None}}
+  lam_box = mixup.cutmix_box(box_rng, lam, images.shape[1], images.shape[2])[1]
+  target_operations = dict(operations, **{modes_lib.CUTMIX: lambda y: mixup.mix_labels(
+      lam_box, y, perm)})
+  targets = _dispatch(mode, modes, _target_op, target_operations)(targets)
+
+  features, updated = model.apply(
+      variables, images, True, lambda k, h: at_stage[k](h) if k in at_stage else h,
+      method='features', mutable=['batch_stats'])
+  features = _dispatch(mode, modes, lambda m: m.features_op, operations)(features)
+  latent = model.apply(variables, features, True, method='latent')
+  mixed_latent = _dispatch(mode, modes, lambda m: m.latent_op, operations)(latent)
+  logits = model.apply(variables, mixed_latent, True, method='classify',
+                       rngs={'reparam': reparam_rng})
+  ce = cross_entropy(logits, targets)
+  batch_stats = dict(updated['batch_stats'])
+  aux = {'ce': ce, 'reconstruction': jnp.float32(0), 'kl': jnp.float32(0)}
+  if model.autoencoder == 'none' or not any(m.clean for m in modes):
+    return ce, (aux, batch_stats)
+
+  clean = jnp.asarray([m.clean for m in modes])[mode]
+
+  def reconstruction():
+    x_hat, decoded = model.apply(variables, latent, True, method='decode',
+                                 mutable=['batch_stats'], rngs={'reparam': reparam_rng})
+    return jnp.mean(jnp.square(x_hat - images)), decoded['batch_stats']['decoder']
+
+  aux['reconstruction'], batch_stats['decoder'] = _run_if(
+      clean, reconstruction, lambda: (jnp.float32(0), batch_stats['decoder']))
+  aux['kl'] = jnp.where(clean, jnp.mean(model.apply(variables, latent, method='kl')), 0.0)
+  loss = ce + (settings.reconstruction_weight * aux['reconstruction']
+               + settings.kl_weight * aux['kl'])
+  return loss, (aux, batch_stats)
+
+
 def train_step(state, batch, *, model, table, settings, alpha, num_classes, schedules):
   """One optimisation step on this device's share of the batch.
 
@@ -102,7 +202,7 @@ def train_step(state, batch, *, model, table, settings, alpha, num_classes, sche
     batch: `{'image': [b, H, W, 3] float32 in [0, 1], 'label': [b] int32, ...}`, b the
       per-device batch.
     model: the `AlignMixNet`.
-    table: `((mode, probability), ...)` from `modes.method_table`.
+    table: `(Mode, ...)` with their probabilities: `((mode, probability), ...)`.
     settings: `step_settings(config)`.
     alpha: lam ~ Beta(alpha, alpha).
     num_classes: K.
@@ -115,22 +215,12 @@ def train_step(state, batch, *, model, table, settings, alpha, num_classes, sche
   images, targets = batch['image'], mixup.one_hot(batch['label'], num_classes)
   mode, lam, device_rng = draw(jax.random.fold_in(state.rng, state.step), table, alpha)
   device_rng = jax.random.fold_in(device_rng, lax.axis_index(AXIS))
-  perm_rng, mode_rng, reparam_rng = jax.random.split(device_rng, 3)
+  perm_rng, box_rng, reparam_rng = jax.random.split(device_rng, 3)
   perm = mixup.sample_permutation(perm_rng, images.shape[0])
-
-  def loss_fn(params):
-    variables = {'params': params, 'batch_stats': state.batch_stats}
-
-    def branch(mode_fn):
-      def run():
-        (loss, aux), updated = model.apply(
-            variables, images, targets, lam, perm, mode_rng, settings, method=mode_fn,
-            mutable=['batch_stats'], rngs={'reparam': reparam_rng})
-        return _varying((loss, (aux, updated['batch_stats'])))
-      return run
-
-    return lax.switch(mode, [branch(modes.mode_function(name)) for name, _ in table])
-
+  loss_fn = functools.partial(
+      mode_loss, batch_stats=state.batch_stats, images=images, targets=targets, mode=mode,
+      lam=lam, perm=perm, box_rng=box_rng, reparam_rng=reparam_rng, model=model,
+      modes=tuple(m for m, _ in table), settings=settings)
   # Differentiate with respect to a per-device copy of the parameters: the gradient of a
   # device-invariant value under shard_map would already be summed over devices.
   (loss, (aux, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -164,7 +254,8 @@ def eval_step(variables, batch, *, model):
 
 def make_train_step(config, model, schedules):
   """`train_step` with the config's static settings bound."""
-  table = modes.method_table(config)
+  table = tuple(zip(modes_lib.table_modes(config),
+                    (p for _, p in modes_lib.method_table(config))))
   if config.mixup.align_latent and (config.model.latent != 'tensor'
                                     or config.model.autoencoder != 'ae'):
     raise ValueError("mixup.align_latent aligns the tensor Z: it needs model.latent='tensor' "

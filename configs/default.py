@@ -2,6 +2,8 @@
 
 Setting configs (`configs/cifar100_preactresnet18.py`, ...) start from `get_config()`
 here and override fields. This file alone trains nothing useful; it is the schema.
+Each setting config takes the method as its argument, `--config configs/<setting>.py:cutmix`,
+and `with_method` sets that method's paper hyperparameters (`BASELINES`).
 
 Field groups:
   dataset:   which data, where it lives, image size, split sizes, augmentation.
@@ -47,13 +49,15 @@ def get_config():
   config.model.width = 64  # Base width; 64 for PreActResNet18 and ResNet-50. Tests shrink it.
   config.model.autoencoder = 'ae'  # ae | vae | none
   config.model.latent = 'vector'  # vector (fc A -> z) | tensor (Z: conv 2x2 stride 2)
-  config.model.latent_dim = 0  # d of z; 0 means d = c (channels of A).
+  config.model.latent_dim = 0  # d of z; 0: d = c (vector z) or c / 4 (tensor Z).
   # Side of A. 0: the encoder's native side (4 on 32x32 PreActResNet18, 8 on WRN16-8 and on
   # 64x64 Tiny-ImageNet, 7 on ImageNet ResNet-50). Smaller: average pooling (the 2x2
   # ablation); twice the native side: the last downsampling removed (the 8x8 ablation).
   config.model.feature_resolution = 0
   config.model.dtype = 'float32'  # float32 | bfloat16 (compute; parameters stay float32).
-  config.model.pretrained = ''  # Path of an orbax checkpoint to initialise the encoder from.
+  # A workdir (or its checkpoints/ folder) of a run with the same encoder, e.g. ImageNet
+  # ResNet-50: its latest encoder weights initialise E of a new run (CUB fine-tuning).
+  config.model.pretrained = ''
 
   # Mixup method. `mode_weights` order: clean, input, latent, feature, feature_reversed.
   config.mixup = ml_collections.ConfigDict()
@@ -103,4 +107,29 @@ def get_config():
   config.eval.ood_folders = ml_collections.ConfigDict()  # name -> image folder path.
   config.eval.ood_noise = ('uniform', 'gaussian')  # Built-in OOD noise sets (uniform | gaussian).
   config.eval.cam_threshold = 0.15
+  return config
+
+
+# Method -> the fields it sets: the baselines run without a decoder ("AlignMix/-" network,
+# i.e. the Baseline network of the paper), with the mixing coefficients of their papers.
+BASELINES = {
+    'alignmix': {},
+    'alignmix_official': {'model.autoencoder': 'none', 'mixup.alpha': 2.0},
+    'vanilla': {'model.autoencoder': 'none'},
+    'input_mixup': {'model.autoencoder': 'none', 'mixup.alpha': 1.0},
+    'manifold_mixup': {'model.autoencoder': 'none', 'mixup.alpha': 2.0,
+                       'mixup.manifold_layers': (0, 1, 2)},
+    'cutmix': {'model.autoencoder': 'none', 'mixup.alpha': 1.0},
+}
+
+
+def with_method(config, method):
+  """Sets `config.mixup.method = method` and the fields `BASELINES[method]` lists."""
+  if method not in BASELINES:
+    raise ValueError(f'Unknown method {method!r} in the config argument; valid: '
+                     f'{", ".join(BASELINES)}.')
+  config.mixup.method = method
+  for field, value in BASELINES[method].items():
+    group, name = field.split('.')
+    config[group][name] = value
   return config

@@ -3,7 +3,8 @@
   python -m main --config configs/digits.py --workdir workdirs/digits
 
 No download: the 1,797 bundled 8x8 digits, upscaled to 32x32 (1,437 train / 360 test).
-A PreActResNet18 at a quarter of the paper's width (A is 4x4x128), batch 64, 30 epochs.
+A PreActResNet18 at a quarter of the paper's width (A is 4x4x128), batch 64, 20 epochs:
+about 3 minutes on a 2-core CPU, 99.7% test accuracy (README, Results).
 """
 
 from configs import default
@@ -26,9 +27,9 @@ def get_config():
 
   config.mixup.method = 'alignmix'
   config.batch_size = 64
-  config.num_epochs = 30
+  config.num_epochs = 20
   config.optimizer.learning_rate = 0.05
-  config.optimizer.decay_epochs = (20, 25)
+  config.optimizer.decay_epochs = (12, 16)
   config.log_every_steps = 22
   config.eval_every_epochs = 5
   config.checkpoint_every_steps = 220

@@ -109,11 +109,12 @@ def test_aligned_feature_mix_is_13_or_14(reverse):
   np.testing.assert_allclose(soft, lam * np.eye(4)[keep] + (1 - lam) * np.eye(4)[moved])
 
 
-def test_manifold_mix_fn_mixes_hidden_activations():
+def test_manifold_mix_fn_mixes_hidden_activations_at_its_layer_only():
   hidden = jax.random.normal(jax.random.PRNGKey(4), (3, 5, 5, 2))
   perm = jnp.array([2, 0, 1], jnp.int32)
-  out = mixup.manifold_mix_fn(0.4, perm)(hidden)
-  np.testing.assert_allclose(out, 0.4 * hidden + 0.6 * hidden[perm], rtol=1e-6)
+  hook = mixup.manifold_mix_fn(0.4, perm, layer=2)
+  np.testing.assert_allclose(hook(2, hidden), 0.4 * hidden + 0.6 * hidden[perm], rtol=1e-6)
+  np.testing.assert_array_equal(hook(1, hidden), hidden)
 
 
 def test_operators_jit_without_python_loops():

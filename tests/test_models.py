@@ -425,6 +425,11 @@ def test_wrn_final_batchnorm_keeps_the_authors_momentum():
 # Manifold mixup hook and transformations.
 
 
+def _at(layer, fn):
+  """A mixing hook that applies `fn` after stage `layer` only."""
+  return lambda stage, h: fn(h) if stage == layer else h
+
+
 def test_manifold_mixup_hook():
   model, variables, x = _built()
   assert model.num_stages == 4
@@ -435,24 +440,27 @@ def test_manifold_mixup_hook():
 
   # Eval mode is per example, so reversing the batch at any layer reverses A.
   for layer in range(model.num_stages + 1):
-    mixed = model.apply(variables, x, False, layer, reverse, method='features')
+    mixed = model.apply(variables, x, False, _at(layer, reverse), method='features')
     np.testing.assert_allclose(mixed, plain[::-1], rtol=1e-5, atol=1e-5)
   # Averaging the two examples after stage 2 makes their A equal, unlike the plain A.
-  averaged = model.apply(variables, x, False, 2, lambda h: 0.5 * (h + h[::-1]),
+  averaged = model.apply(variables, x, False, _at(2, lambda h: 0.5 * (h + h[::-1])),
                          method='features')
   np.testing.assert_allclose(averaged[0], averaged[1], rtol=1e-5, atol=1e-5)
   assert not np.allclose(plain[0], plain[1], atol=1e-3)
-  with pytest.raises(ValueError, match='valid: 0'):
-    model.apply(variables, x, False, 5, reverse, method='features')
-  with pytest.raises(ValueError, match='together'):
-    model.apply(variables, x, False, 1, method='features')
+  # The hook sees every stage boundary once, the input image first.
+  seen = []
+  model.apply(variables, x, False, lambda stage, h: seen.append((stage, h.shape)) or h,
+              method='features')
+  assert [stage for stage, _ in seen] == list(range(model.num_stages + 1))
+  assert seen[0][1] == x.shape
 
 
 def test_usable_under_switch_vmap_and_shard_map():
   model, variables, x = _built(autoencoder='none')
 
   def branch(layer):
-    return lambda v, x: model.apply(v, x, False, layer, lambda h: h[::-1], method='features')
+    return lambda v, x: model.apply(v, x, False, _at(layer, lambda h: h[::-1]),
+                                    method='features')
 
   @jax.jit
   def switched(index, v, x):

@@ -56,13 +56,19 @@ def _wait_for(path, process, timeout=600):
     time.sleep(0.05)
 
 
-def test_checkpoint_save_and_restore_give_back_the_same_state(tmp_path):
-  config = tiny_config.get_config()
+def _fresh_state(config, seed):
   model = models.create_model(config)
   tx, _ = optim.create_optimizer(config.optimizer, steps_per_epoch=10)
-  state = train_step_lib.create_train_state(jax.random.PRNGKey(3), model, tx, (16, 16, 3))
-  mesh = parallel.data_mesh()
-  state = jax.device_put(state.replace(step=state.step + 7), parallel.replicated(mesh))
+  size = config.dataset.image_size
+  state = train_step_lib.create_train_state(jax.random.PRNGKey(seed), model, tx,
+                                            (size, size, 3))
+  return jax.device_put(state, parallel.replicated(parallel.data_mesh()))
+
+
+def test_checkpoint_save_and_restore_give_back_the_same_state(tmp_path):
+  config = tiny_config.get_config()
+  state = _fresh_state(config, seed=3)
+  state = state.replace(step=state.step + 7)
   checkpoints = checkpointing.Checkpoints(tmp_path)
   checkpoints.save(state, {'best_top1': 12.5})
   checkpoints.wait()
@@ -76,6 +82,27 @@ def test_checkpoint_save_and_restore_give_back_the_same_state(tmp_path):
   assert step == 7
   np.testing.assert_array_equal(jax.tree.leaves(variables['params'])[0],
                                 jax.tree.leaves(state.params)[0])
+
+
+def test_pretrained_encoder_initialises_only_the_encoder(tmp_path):
+  source = _fresh_state(tiny_config.get_config(), seed=1)
+  checkpoints = checkpointing.Checkpoints(tmp_path)
+  checkpoints.save(source, {'best_top1': 0.0})
+  checkpoints.wait()
+  checkpoints.close()
+  target_config = tiny_config.with_overrides(**{'dataset.num_classes': 5})
+  fresh = _fresh_state(target_config, seed=2)
+  loaded = checkpointing.load_pretrained_encoder(str(tmp_path), fresh)
+  for got, saved in zip(jax.tree.leaves(loaded.params['encoder']),
+                        jax.tree.leaves(source.params['encoder'])):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(saved))
+  np.testing.assert_array_equal(loaded.params['classifier']['fc']['kernel'],
+                                fresh.params['classifier']['fc']['kernel'])
+  with pytest.raises(ValueError, match='does not match'):
+    checkpointing.load_pretrained_encoder(
+        str(tmp_path), _fresh_state(tiny_config.with_overrides(**{'model.width': 8}), 3))
+  with pytest.raises(FileNotFoundError, match='no checkpoints'):
+    checkpointing.load_pretrained_encoder(str(tmp_path / 'nothing'), fresh)
 
 
 def test_exact_resume_after_sigkill(tmp_path):
@@ -171,3 +198,19 @@ def test_config_json_and_metrics_are_written(tmp_path):
   names = {name for _, name in _scalars(tmp_path)}
   assert {'train/loss', 'train/ce', 'train/learning_rate', 'test/top1', 'test/best_top1',
           'train/mode_fraction/clean'} <= names
+
+
+def test_the_digits_config_reaches_95_percent(tmp_path):
+  """The offline default, as the README's first command runs it (here on 2 CPU devices)."""
+  env = dict(os.environ, PYTHONPATH=REPO)
+  start = time.time()
+  result = subprocess.run(
+      [sys.executable, '-m', 'main', '--config', os.path.join(REPO, 'configs', 'digits.py'),
+       '--workdir', str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True,
+      timeout=1200, check=False)
+  assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+  final = [line for line in metric_logging.read_jsonl(str(tmp_path)) if 'test/top1' in line]
+  assert final[-1]['step'] == 20 * 22  # 20 epochs of 22 steps.
+  print(f'digits: final test top-1 {final[-1]["test/top1"]:.2f}%, best '
+        f'{final[-1]["test/best_top1"]:.2f}%, {time.time() - start:.0f} s')
+  assert final[-1]['test/top1'] >= 95.0

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import tiny_config
+from alignmix_jax import alignment
 from alignmix_jax import mixup
 from alignmix_jax import models
 from alignmix_jax import modes
@@ -78,25 +79,61 @@ def test_baseline_losses_are_finite_and_fall(overrides):
   assert losses[-2:].mean() < 0.8 * losses[:2].mean(), losses
 
 
+def _expected_loss(config, model, variables, images, labels, name, lam, perm, reparam_rng):
+  """One device's loss of mode `name`, written out with plain formulas (Algorithm 1)."""
+  y = np.eye(config.dataset.num_classes, dtype=np.float32)[labels]
+  y_mixed = lam * y + (1 - lam) * y[perm]
+
+  def apply(*args, **kwargs):
+    return model.apply(variables, *args, **kwargs)
+
+  def features(x):
+    return apply(x, True, method='features', mutable=['batch_stats'])[0]
+
+  def latent(a):
+    return apply(a, True, method='latent')
+
+  def classify(z):
+    return apply(z, True, method='classify', rngs={'reparam': reparam_rng})
+
+  def ce(logits, targets):
+    return float(np.mean(-np.sum(targets * jax.nn.log_softmax(logits), axis=-1)))
+
+  if name == 'clean':
+    z = latent(features(images))
+    x_hat = apply(z, True, method='decode', mutable=['batch_stats'],
+                  rngs={'reparam': reparam_rng})[0]
+    reconstruction = float(np.mean((np.asarray(x_hat) - images) ** 2))
+    return ce(classify(z), y) + config.mixup.reconstruction_weight * reconstruction
+  if name == 'input':
+    return ce(classify(latent(features(lam * images + (1 - lam) * images[perm]))), y_mixed)
+  if name == 'latent':
+    z = latent(features(images))
+    return ce(classify(lam * z + (1 - lam) * z[perm]), y_mixed)
+  a = features(images)
+  iters = dict(num_iters=config.mixup.sinkhorn_iters)
+  if name == 'feature':  # (13)
+    mixed = lam * a + (1 - lam) * alignment.batched_align(a, a[perm], **iters)
+    return ce(classify(latent(mixed)), y_mixed)
+  assert name == 'feature_reversed'  # (14)
+  mixed = lam * a[perm] + (1 - lam) * alignment.batched_align(a[perm], a, **iters)
+  return ce(classify(latent(mixed)), lam * y[perm] + (1 - lam) * y)
+
+
 def _reference_loss(config, model, state, batch):
-  """The step's loss recomputed outside the step: draw, then the drawn mode per device."""
+  """The step's draw and loss recomputed outside the step, device by device."""
   table = modes.method_table(config)
   mode, lam, device_rng = train_step_lib.draw(
       jax.random.fold_in(state.rng, state.step), table, config.mixup.alpha)
-  settings = train_step_lib.step_settings(config)
   shards = jax.tree.map(lambda x: np.split(x, NUM_DEVICES), batch)
+  variables = jax.device_get(state.variables())
   losses = []
   for device in range(NUM_DEVICES):
-    rng = jax.random.fold_in(device_rng, device)
-    perm_rng, mode_rng, reparam_rng = jax.random.split(rng, 3)
+    perm_rng, _, reparam_rng = jax.random.split(jax.random.fold_in(device_rng, device), 3)
     images = shards['image'][device]
-    perm = mixup.sample_permutation(perm_rng, images.shape[0])
-    targets = mixup.one_hot(shards['label'][device], config.dataset.num_classes)
-    (loss, _), _ = model.apply(
-        jax.device_get(state.variables()), images, targets, lam, perm, mode_rng, settings,
-        method=modes.mode_function(table[int(mode)][0]), mutable=['batch_stats'],
-        rngs={'reparam': reparam_rng})
-    losses.append(float(loss))
+    perm = np.asarray(mixup.sample_permutation(perm_rng, images.shape[0]))
+    losses.append(_expected_loss(config, model, variables, images, shards['label'][device],
+                                 table[int(mode)][0], float(lam), perm, reparam_rng))
   return int(mode), float(lam), float(np.mean(losses))
 
 

@@ -5,7 +5,7 @@
 
 Each piece is a method, called as `model.apply(variables, ..., method='features')` (with
 `mutable=['batch_stats']` when `train=True`), so a train step can mix at x, A or z:
-  features(x, train, mix_layer, mix_fn) -> A      latent(A, train) -> z (a pytree)
+  features(x, train, mix_fn) -> A                 latent(A, train) -> z (a pytree)
   classify(z, train) -> logits                    decode(z, train) -> x_hat
   kl(z) -> [B]                                    cam(x) -> class activation maps
   __call__(x, train) = classify(latent(features(x)))
@@ -90,7 +90,7 @@ class AlignMixNet(nn.Module):
           dtype=self.dtype)
     self.classifier = heads.Classifier(self.num_classes, self.dtype)
 
-  def features(self, x, train, mix_layer=None, mix_fn=None):
+  def features(self, x, train, mix_fn=None):
     """E: images x `[B, H, W, 3]` in [0, 1] -> A `[B, h, w, c]` float32.
 
     Normalises x with `mean` and `std` inside, runs E, then the `feature_pool` averaging.
@@ -98,19 +98,12 @@ class AlignMixNet(nn.Module):
     Args:
       x: images in [0, 1] pixel space.
       train: BatchNorm with batch statistics (True) or running averages (False).
-      mix_layer: manifold mixup hook, a static int in [0, num_stages]: `mix_fn` is applied
-        to the input image (0) or to the output of residual stage k, then the forward goes
-        on. None: no mixing.
-      mix_fn: `[B, ...] -> [B, ...]`, given exactly when `mix_layer` is.
+      mix_fn: the mixing hook (input and manifold mixup): when given, `mix_fn(k, h)` replaces
+        the activations h after stage k, for k = 0 (the input image) to `num_stages`, and
+        the forward goes on with its result.
     """
-    if (mix_layer is None) != (mix_fn is None):
-      raise ValueError('Give mix_layer and mix_fn together (manifold mixup) or neither.')
-    if mix_layer is not None and mix_layer not in range(self.num_stages + 1):
-      raise ValueError(f'mix_layer={mix_layer!r} is not a layer of this encoder; valid: 0 '
-                       f'(the input) to {self.num_stages} (after residual stage k).')
-
     def after_stage(stage, activations):
-      return mix_fn(activations) if stage == mix_layer else activations
+      return activations if mix_fn is None else mix_fn(stage, activations)
 
     x = after_stage(0, jnp.asarray(x, jnp.float32))
     x = (x - jnp.asarray(self.mean, jnp.float32)) / jnp.asarray(self.std, jnp.float32)
