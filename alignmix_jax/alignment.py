@@ -11,7 +11,8 @@ as Algorithm 1 does.
 
 Everything is written for one pair and batched with `jax.vmap` (`batched_align`). Sinkhorn runs
 in the log domain in float32 whatever the input dtype, for a fixed number of iterations in a
-`lax` loop (no host sync), and gradients never flow through the plan.
+`lax.fori_loop` (unrolled up to 128 iterations; no host sync), and gradients never flow
+through the plan.
 """
 
 import functools

@@ -84,9 +84,10 @@ def draw(rng, table, alpha):
 
 
 def _varying(tree):
-  """Makes every leaf vary over `batch` (adding a device-dependent zero), so that all
-  `lax.switch` branches return the same types under shard_map: a mode that leaves, say,
-  the decoder's statistics alone returns them unchanged, hence device-invariant."""
+  """Makes every leaf vary over `batch` (adds a device-dependent zero). Used for a
+  per-device copy of the parameters (so that their gradient is per device, then averaged)
+  and for `lax.cond` branches, which must return the same types under shard_map (the
+  branch that skips the decoder returns its statistics unchanged, hence invariant)."""
   zero = lax.axis_index(AXIS) * 0
   return jax.tree.map(lambda x: x + zero.astype(x.dtype), tree)
 
@@ -112,14 +113,16 @@ def _dispatch(mode, modes, op_of, operations):
   return lambda *args: lax.switch(index, [operations[name] for name in names], *args)
 
 
-def _run_if(pred, true_fn, false_fn):
-  """`true_fn()` where `pred`, else `false_fn()`, decided on the device.
+def _select_instead_of_cond():
+  """On CPU, XLA runs convolutions inside conditionals about 100x slower than outside
+  (jax-ml/jax#12868; measured here with jax 0.10.2), so `_run_if` computes both sides."""
+  return jax.default_backend() == 'cpu'
 
-  On accelerators a `lax.cond`. On CPU both run and the result is selected: XLA's CPU
-  backend runs convolutions inside conditionals about 100x slower than outside
-  (jax-ml/jax#12868; measured here with jax 0.10.2), and the decoder is convolutions.
-  """
-  if jax.default_backend() == 'cpu':
+
+def _run_if(pred, true_fn, false_fn):
+  """`true_fn()` where `pred`, else `false_fn()`, decided on the device: a `lax.cond` on
+  accelerators; on CPU both run and the result is selected (`_select_instead_of_cond`)."""
+  if _select_instead_of_cond():
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), true_fn(), false_fn())
   return lax.cond(pred, lambda: _varying(true_fn()), lambda: _varying(false_fn()))
 
@@ -202,7 +205,7 @@ def train_step(state, batch, *, model, table, settings, alpha, num_classes, sche
     batch: `{'image': [b, H, W, 3] float32 in [0, 1], 'label': [b] int32, ...}`, b the
       per-device batch.
     model: the `AlignMixNet`.
-    table: `(Mode, ...)` with their probabilities: `((mode, probability), ...)`.
+    table: `((modes.Mode, probability), ...)`, the method's modes.
     settings: `step_settings(config)`.
     alpha: lam ~ Beta(alpha, alpha).
     num_classes: K.

@@ -1,6 +1,7 @@
 """AlignMix (AE, five modes) on scikit-learn's digits: the offline default.
 
   python -m main --config configs/digits.py --workdir workdirs/digits
+  python -m main --config configs/digits.py:cutmix --workdir workdirs/digits_cutmix
 
 No download: the 1,797 bundled 8x8 digits, upscaled to 32x32 (1,437 train / 360 test).
 A PreActResNet18 at a quarter of the paper's width (A is 4x4x128), batch 64, 20 epochs:
@@ -10,7 +11,7 @@ about 3 minutes on a 2-core CPU, 99.7% test accuracy (README, Results).
 from configs import default
 
 
-def get_config():
+def get_config(method='alignmix'):
   config = default.get_config()
   config.dataset.name = 'digits'
   config.dataset.image_size = 32
@@ -25,13 +26,12 @@ def get_config():
   config.model.width = 16
   config.model.autoencoder = 'ae'
 
-  config.mixup.method = 'alignmix'
   config.batch_size = 64
   config.num_epochs = 20
-  config.optimizer.learning_rate = 0.05
+  config.optimizer.learning_rate = 0.02
   config.optimizer.decay_epochs = (12, 16)
   config.log_every_steps = 22
   config.eval_every_epochs = 5
   config.checkpoint_every_steps = 220
   config.eval.batch_size = 360
-  return config
+  return default.with_method(config, method)

@@ -223,3 +223,30 @@ def test_the_mode_draw_follows_the_table_probabilities():
   np.testing.assert_allclose(np.bincount(np.asarray(drawn)) / 4000, [0.5, 0.25, 0.25],
                              atol=0.03)
   assert jnp.issubdtype(drawn.dtype, jnp.integer)
+
+
+def test_the_decoder_under_lax_cond_gives_the_same_steps(monkeypatch):
+  """Accelerators skip the decoder with `lax.cond`; CPU computes and masks it. Both paths,
+  here on CPU, give the same losses, parameters and statistics."""
+  config = tiny_config.with_overrides(**{'mixup.mode_weights': (1.0, 1.0, 0, 0, 0)})
+  _, state, step_fn = _setup(config)
+  mesh = parallel.data_mesh()
+  batch = jax.device_put(_batch(config, seed=2), parallel.sharded(mesh))
+  results = []
+  for select in (True, False):
+    monkeypatch.setattr(train_step_lib, '_select_instead_of_cond', lambda s=select: s)
+    run = parallel.shard_map_step(step_fn, mesh, donate_state=False)
+    current = jax.device_put(state, parallel.replicated(mesh))
+    history = []
+    for _ in range(4):
+      current, metrics = run(current, batch)
+      history.append(jax.device_get(metrics))
+    results.append((current, history))
+  (select_state, select_history), (cond_state, cond_history) = results
+  assert {int(m['mode']) for m in select_history} == {0, 1}  # Both clean and mixed steps.
+  for a, b in zip(select_history, cond_history):
+    for name in ('loss', 'ce', 'reconstruction', 'mode'):
+      np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-7)
+  for a, b in zip(jax.tree.leaves((select_state.params, select_state.batch_stats)),
+                  jax.tree.leaves((cond_state.params, cond_state.batch_stats))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
