@@ -129,7 +129,15 @@ def with_method(config, method):
     raise ValueError(f'Unknown method {method!r} in the config argument; valid: '
                      f'{", ".join(BASELINES)}.')
   config.mixup.method = method
-  for field, value in BASELINES[method].items():
-    group, name = field.split('.')
-    config[group][name] = value
+  return with_fields(config, BASELINES[method])
+
+
+def with_fields(config, fields):
+  """Sets dotted fields, e.g. `{'mixup.alpha': 1.0}`, and returns the config."""
+  for field, value in fields.items():
+    *parents, name = field.split('.')
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[name] = value
   return config

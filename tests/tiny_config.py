@@ -4,6 +4,7 @@
 Also a config file: `python -m main --config tests/tiny_config.py --workdir ...`.
 """
 
+from configs import default
 from configs import digits
 
 
@@ -25,11 +26,4 @@ def get_config():
 def with_overrides(**overrides):
   """`get_config()` with dotted fields replaced, e.g.
   `with_overrides(**{'mixup.method': 'cutmix'})`."""
-  config = get_config()
-  for field, value in overrides.items():
-    *parents, name = field.split('.')
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[name] = value
-  return config
+  return default.with_fields(get_config(), overrides)

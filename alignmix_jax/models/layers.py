@@ -11,6 +11,7 @@ Initialisation follows the PyTorch definitions the models reproduce:
 """
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -86,3 +87,35 @@ def batch_norm(x, train, *, name, dtype, momentum=0.9):
 def upsample(x, factor=2):
   """Nearest-neighbour upsampling `[B, H, W, C] -> [B, factor H, factor W, C]`."""
   return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
+
+
+class Encoder(nn.Module):
+  """What every stage-1 encoder E shares: its fields and its geometry.
+
+  Attributes:
+    width: base width w (64 in the paper and in torchvision); widths scale with w / 64.
+    remove_last_downsampling: the last downsampling removed (A twice as large: the 8x8
+      ablation, the 14x14 WSOL ResNet-50).
+    dtype: compute dtype.
+
+  Subclasses set `num_stages` (manifold mixup after stage k = 1..num_stages),
+  `downsamplings` (how many times E halves the input side) and `channels_per_width`
+  (c = channels_per_width * w).
+  """
+  width: int = 64
+  remove_last_downsampling: bool = False
+  dtype: Any = jnp.float32
+
+  num_stages = 0
+  downsamplings = 0
+  channels_per_width = 0
+
+  @property
+  def num_downsamplings(self):
+    """How many times this encoder halves the input side."""
+    return self.downsamplings - int(self.remove_last_downsampling)
+
+  @property
+  def out_channels(self):
+    """c, the channels of A."""
+    return self.channels_per_width * self.width

@@ -13,7 +13,6 @@ PreActResNet18 (which has 11,171,146 parameters with a CIFAR-10 classifier; this
 from typing import Any
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from alignmix_jax.models import layers
 
@@ -38,29 +37,17 @@ class PreActBlock(nn.Module):
     return y + shortcut
 
 
-class PreActResNet18(nn.Module):
+class PreActResNet18(layers.Encoder):
   """PreActResNet18 encoder; see the module docstring.
 
-  Attributes:
+  Fields (see `layers.Encoder`):
     width: base width w (64 in the paper); stage widths w, 2w, 4w, 8w.
     remove_last_downsampling: layer4 with stride 1 (A twice as large: the 8x8 ablation).
     dtype: compute dtype.
   """
-  width: int = 64
-  remove_last_downsampling: bool = False
-  dtype: Any = jnp.float32
-
-  num_stages = 4  # Residual stages layer1..layer4 (manifold mixup after stage k).
-
-  @property
-  def num_downsamplings(self):
-    """How many times the encoder halves the input side."""
-    return 2 if self.remove_last_downsampling else 3
-
-  @property
-  def out_channels(self):
-    """c, the channels of A."""
-    return 8 * self.width
+  num_stages = 4  # Residual stages layer1..layer4.
+  downsamplings = 3
+  channels_per_width = 8
 
   @nn.compact
   def __call__(self, x, train, after_stage):

@@ -13,7 +13,6 @@ A is `[B, H/32, W/32, 32w]`: 7x7x2048 on 224x224. The WSOL variant (layer4 with 
 from typing import Any
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from alignmix_jax.models import layers
 
@@ -45,29 +44,17 @@ class Bottleneck(nn.Module):
     return nn.relu(y + x)
 
 
-class ResNet50(nn.Module):
+class ResNet50(layers.Encoder):
   """ResNet-50 encoder; see the module docstring.
 
-  Attributes:
+  Fields (see `layers.Encoder`):
     width: base width w (64 in torchvision); stage widths w, 2w, 4w, 8w, A has 32w channels.
     remove_last_downsampling: layer4 with stride 1 (the WSOL variant, 14x14 on 224x224).
     dtype: compute dtype.
   """
-  width: int = 64
-  remove_last_downsampling: bool = False
-  dtype: Any = jnp.float32
-
-  num_stages = 4  # Residual stages layer1..layer4 (manifold mixup after stage k).
-
-  @property
-  def num_downsamplings(self):
-    """How many times the encoder halves the input side."""
-    return 4 if self.remove_last_downsampling else 5
-
-  @property
-  def out_channels(self):
-    """c, the channels of A."""
-    return 8 * EXPANSION * self.width
+  num_stages = 4  # Residual stages layer1..layer4.
+  downsamplings = 5
+  channels_per_width = 8 * EXPANSION
 
   @nn.compact
   def __call__(self, x, train, after_stage):

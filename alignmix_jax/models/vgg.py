@@ -11,10 +11,8 @@ average pooling -> FC. Stages (PyTorch block names), with w the base width (64):
 A is `[B, H/16, W/16, 16w]`: 14x14x1024 on 224x224 (28x28 without stage5's pool).
 """
 
-from typing import Any
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from alignmix_jax.models import layers
 
@@ -22,29 +20,17 @@ from alignmix_jax.models import layers
 STAGES = ((2, 1), (2, 2), (3, 4), (3, 8), (3, 8))
 
 
-class VGGGAP(nn.Module):
+class VGGGAP(layers.Encoder):
   """VGG-GAP encoder; see the module docstring.
 
-  Attributes:
+  Fields (see `layers.Encoder`):
     width: base width w (64 in torchvision); A has 16w channels.
     remove_last_downsampling: no max pool before stage5 (A 28x28 on 224x224).
     dtype: compute dtype.
   """
-  width: int = 64
-  remove_last_downsampling: bool = False
-  dtype: Any = jnp.float32
-
-  num_stages = len(STAGES)  # Manifold mixup after stage k = 1..5.
-
-  @property
-  def num_downsamplings(self):
-    """How many times the encoder halves the input side."""
-    return 3 if self.remove_last_downsampling else 4
-
-  @property
-  def out_channels(self):
-    """c, the channels of A."""
-    return 16 * self.width
+  num_stages = len(STAGES)
+  downsamplings = 4
+  channels_per_width = 16
 
   @nn.compact
   def __call__(self, x, train, after_stage):

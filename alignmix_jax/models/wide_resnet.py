@@ -16,7 +16,6 @@ A is `[B, H/4, W/4, 8w]`: 8x8x512 on 32x32.
 from typing import Any
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from alignmix_jax.models import layers
 
@@ -40,29 +39,17 @@ class WideBlock(nn.Module):
     return y + x
 
 
-class WideResNet16_8(nn.Module):
+class WideResNet16_8(layers.Encoder):
   """WRN16-8 encoder; see the module docstring.
 
-  Attributes:
+  Fields (see `layers.Encoder`):
     width: base width w (64 gives the paper's 16/128/256/512); stem max(1, w // 4).
     remove_last_downsampling: layer3 with stride 1 (A 16x16 on 32x32).
     dtype: compute dtype.
   """
-  width: int = 64
-  remove_last_downsampling: bool = False
-  dtype: Any = jnp.float32
-
-  num_stages = 3  # Residual stages layer1..layer3 (manifold mixup after stage k).
-
-  @property
-  def num_downsamplings(self):
-    """How many times the encoder halves the input side."""
-    return 1 if self.remove_last_downsampling else 2
-
-  @property
-  def out_channels(self):
-    """c, the channels of A."""
-    return 8 * self.width
+  num_stages = 3  # Residual stages layer1..layer3.
+  downsamplings = 2
+  channels_per_width = 8
 
   @nn.compact
   def __call__(self, x, train, after_stage):
