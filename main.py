@@ -60,6 +60,12 @@ def main(argv):
   logging.info('Process %d of %d; devices: %s', jax.process_index(), jax.process_count(),
                jax.devices())
   try:
+    if '://' in FLAGS.workdir:
+      raise ValueError(
+          f'--workdir {FLAGS.workdir}: checkpoints, metrics and evaluation outputs are written '
+          'with local file operations, so a bucket path would become a local folder. Give a '
+          'local path, or for several hosts a shared filesystem they all mount (NFS, '
+          'Filestore, gcsfuse).')
     if FLAGS.mode == 'train':
       from alignmix_jax import train  # pylint: disable=g-import-not-at-top
       train.train_and_evaluate(config, FLAGS.workdir)

@@ -24,7 +24,9 @@ def get_config():
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = 'digits'  # digits | cifar10 | cifar100 | imagenet2012 |
   #                                 caltech_birds2011 | tiny_imagenet | image_folder
-  config.dataset.data_dir = None  # tfds data_dir, or the root folder of a folder dataset.
+  # tfds data_dir ('': tfds' default, ~/tensorflow_datasets), or the root folder of a
+  # folder dataset.
+  config.dataset.data_dir = ''
   config.dataset.image_size = 32  # Side of the square images the model sees.
   config.dataset.num_classes = 10
   config.dataset.train_split = 'train'

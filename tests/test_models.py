@@ -12,14 +12,18 @@ much faster than threefry on CPU.
 """
 
 import functools
+import re
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax import lax
 
 from alignmix_jax import models
+from alignmix_jax.models import layers
 from alignmix_jax.models import summary
 from configs import default
 
@@ -523,3 +527,42 @@ def test_bad_image_size_and_missing_pieces():
                   method='latent')
   with pytest.raises(ValueError, match='needs a decoder'):
     model.apply(variables, z, False, method='decode')
+
+
+@pytest.mark.parametrize('kernel_size,stride,side', [(3, 1, 8), (3, 2, 8), (1, 2, 8), (7, 2, 9),
+                                                     (3, 2, 7), (1, 1, 5)])
+def test_conv_gradients_equal_lax(kernel_size, stride, side):
+  """On CPU `layers.conv` writes its gradients itself (canonical form); they are lax's."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, side, side, 4))
+  kernel = jax.random.normal(jax.random.PRNGKey(1), (kernel_size, kernel_size, 4, 5))
+  pad = ((kernel_size - 1) // 2,) * 2
+  strides, padding = (stride, stride), (pad, pad)
+
+  def loss(conv):
+    return lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
+
+  expected = jax.grad(loss(lambda x, k: layers._nhwc_conv(x, k, strides, padding)),  # pylint: disable=protected-access
+                      (0, 1))(x, kernel)
+  got = jax.grad(loss(lambda x, k: layers._canonical_gradient_conv(x, k, strides, padding)),  # pylint: disable=protected-access
+                 (0, 1))(x, kernel)
+  for a, b in zip(got, expected):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_gradients_inside_lax_cond_are_canonical_on_cpu():
+  """XLA:CPU's fast convolutions need the form b01f_01io->b01f, which it makes itself only
+  outside control flow; the train step's decoder runs under `lax.cond`."""
+
+  class TwoConvs(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      x = layers.conv(x, 8, 3, name='a', dtype=jnp.float32, strides=2)
+      return layers.conv(x, 8, 1, name='b', dtype=jnp.float32)
+
+  model, x = TwoConvs(), jnp.ones((4, 8, 8, 3))
+  params = model.init(jax.random.PRNGKey(0), x)
+  grad = jax.grad(lambda p: jnp.sum(model.apply(p, x) ** 2))
+  step = jax.jit(lambda p, pred: lax.cond(pred, grad, lambda p: p, p))
+  text = step.lower(params, True).compile().as_text()
+  assert set(re.findall(r'dim_labels=(\S+?),', text)) == {'b01f_01io->b01f'}

@@ -4,6 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import lax
+from jax.sharding import PartitionSpec as P
 
 import tiny_config
 from alignmix_jax import alignment
@@ -225,28 +227,69 @@ def test_the_mode_draw_follows_the_table_probabilities():
   assert jnp.issubdtype(drawn.dtype, jnp.integer)
 
 
-def test_the_decoder_under_lax_cond_gives_the_same_steps(monkeypatch):
-  """Accelerators skip the decoder with `lax.cond`; CPU computes and masks it. Both paths,
-  here on CPU, give the same losses, parameters and statistics."""
-  config = tiny_config.with_overrides(**{'mixup.mode_weights': (1.0, 1.0, 0, 0, 0)})
+def test_the_drawn_mode_equals_the_step_of_that_mode_alone():
+  """The on-device dispatch (a `lax.switch` at each mixing point, the decoder under
+  `lax.cond`) takes the same step as a table holding only the drawn mode."""
+  config = tiny_config.with_overrides(**{'mixup.sinkhorn_iters': 10})
   _, state, step_fn = _setup(config)
   mesh = parallel.data_mesh()
   batch = jax.device_put(_batch(config, seed=2), parallel.sharded(mesh))
-  results = []
-  for select in (True, False):
-    monkeypatch.setattr(train_step_lib, '_select_instead_of_cond', lambda s=select: s)
-    run = parallel.shard_map_step(step_fn, mesh, donate_state=False)
-    current = jax.device_put(state, parallel.replicated(mesh))
-    history = []
-    for _ in range(4):
-      current, metrics = run(current, batch)
-      history.append(jax.device_get(metrics))
-    results.append((current, history))
-  (select_state, select_history), (cond_state, cond_history) = results
-  assert {int(m['mode']) for m in select_history} == {0, 1}  # Both clean and mixed steps.
-  for a, b in zip(select_history, cond_history):
-    for name in ('loss', 'ce', 'reconstruction', 'mode'):
-      np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-7)
-  for a, b in zip(jax.tree.leaves((select_state.params, select_state.batch_stats)),
-                  jax.tree.leaves((cond_state.params, cond_state.batch_stats))):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  run = parallel.shard_map_step(step_fn, mesh, donate_state=False)
+  names = [name for name, _ in modes.method_table(config)]
+  drawn = set()
+  current = jax.device_put(state, parallel.replicated(mesh))
+  for _ in range(12):
+    updated, metrics = run(current, batch)
+    name = names[int(metrics['mode'])]
+    drawn.add(name)
+    alone = tiny_config.with_overrides(**{
+        'mixup.sinkhorn_iters': 10,
+        'mixup.mode_weights': tuple(float(n == name) for n in modes.FIVE_MODES)})
+    _, _, alone_fn = _setup(alone)
+    expected, expected_metrics = parallel.shard_map_step(alone_fn, mesh, donate_state=False)(
+        current, batch)
+    for key in ('loss', 'ce', 'reconstruction', 'lam'):
+      np.testing.assert_allclose(metrics[key], expected_metrics[key], rtol=1e-5, atol=1e-7)
+    for a, b in zip(jax.tree.leaves((updated.params, updated.batch_stats)),
+                    jax.tree.leaves((expected.params, expected.batch_stats))):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    current = updated
+  assert 'clean' in drawn and len(drawn) >= 3, drawn  # The decoder ran, and was skipped.
+
+
+def test_loss_if_gives_the_loss_and_gradients_of_the_taken_branch_only():
+  """`_loss_if` (the decoder's gated forward and backward) against plain autodiff, with a
+  pytree input (the VAE's latent is `{'mean', 'logvar'}`)."""
+  mesh = parallel.data_mesh()
+  params = {'w': jnp.arange(6.0).reshape(2, 3) / 10}
+  inputs = {'mean': jnp.ones((4, 2)), 'logvar': jnp.full((4, 2), 0.5)}
+
+  def loss_fn(params, inputs):
+    h = jnp.tanh((inputs['mean'] + jnp.exp(inputs['logvar'])) @ params['w'])
+    return jnp.mean(h**2), jnp.sum(h, axis=0)
+
+  def outer(params, inputs, pred):
+    """A loss around the gated one, so the cotangent reaching it is not 1."""
+    loss, aux = train_step_lib._loss_if(pred, loss_fn, params, inputs,  # pylint: disable=protected-access
+                                        skipped=jnp.full((3,), -1.0))
+    return 3.0 * loss + jnp.sum(params['w']), aux
+
+  def per_device(pred):
+    (value, aux), grads = jax.value_and_grad(outer, argnums=(0, 1), has_aux=True)(
+        train_step_lib._varying(params), train_step_lib._varying(inputs), pred)  # pylint: disable=protected-access
+    return lax.pmean((value, aux, grads), train_step_lib.AXIS)
+
+  run = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=P(), out_specs=P()))
+  for pred in (True, False):
+    value, aux, grads = run(jnp.asarray(pred))
+
+    def expected_outer(params, inputs, pred=pred):
+      loss, aux = loss_fn(params, inputs) if pred else (0.0, jnp.full((3,), -1.0))
+      return 3.0 * loss + jnp.sum(params['w']), aux
+
+    (expected_value, expected_aux), expected_grads = jax.value_and_grad(
+        expected_outer, argnums=(0, 1), has_aux=True)(params, inputs)
+    np.testing.assert_allclose(value, expected_value, rtol=1e-6)
+    np.testing.assert_allclose(aux, expected_aux, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

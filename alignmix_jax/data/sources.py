@@ -190,7 +190,7 @@ def _digits(dataset_config, split):
 def _tfds_builder(dataset_config, split):
   """The prepared tfds builder, its split checked against the config; never downloads."""
   name = dataset_config.name
-  builder = tfds.builder(name, data_dir=dataset_config.data_dir)
+  builder = tfds.builder(name, data_dir=dataset_config.data_dir or None)
   if not builder.is_prepared():
     root = builder.data_path.parent.parent
     manual = (f' after putting ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (from '

@@ -10,12 +10,14 @@ Initialisation follows the PyTorch definitions the models reproduce:
     and VGG.
 """
 
+import functools
 import math
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 INITS = ('torch', 'he')
 
@@ -35,6 +37,69 @@ def _initialisers(init, fan_in):
   if init == 'he':
     return nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'), nn.initializers.zeros
   raise ValueError(f'Unknown init {init!r}; valid: {", ".join(INITS)}.')
+
+
+_NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _nhwc_conv(x, kernel, strides, padding, lhs_dilation=(1, 1), rhs_dilation=(1, 1)):
+  return lax.conv_general_dilated(x, kernel, strides, padding, lhs_dilation=lhs_dilation,
+                                  rhs_dilation=rhs_dilation, dimension_numbers=_NHWC)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _canonical_gradient_conv(x, kernel, strides, padding):
+  return _nhwc_conv(x, kernel, strides, padding)
+
+
+def _canonical_gradient_conv_fwd(x, kernel, strides, padding):
+  return _nhwc_conv(x, kernel, strides, padding), (x, kernel)
+
+
+def _canonical_gradient_conv_bwd(strides, padding, residuals, dy):
+  """Both gradients as convolutions in XLA:CPU's canonical form (b01f, 01io -> b01f).
+
+  x `[B, H, W, Ci]`, kernel `[k, k, Ci, Co]`, dy `[B, H', W', Co]`; D = s (H' - 1) + 1 is
+  the side of dy dilated by the stride s, (lo, hi) the forward padding.
+    d kernel: x with batch and channels swapped `[Ci, H, W, B]`, convolved with dy as a
+      kernel `[H', W', B, Co]` dilated by s, padding (lo, k - 1 + D - H - lo).
+    d x: dy dilated by s, convolved with the flipped kernel `[k, k, Co, Ci]`, padding
+      (k - 1 - lo, H - D + lo).
+  """
+  x, kernel = residuals
+  size, ksize = x.shape[1:3], kernel.shape[:2]
+  dilated = [s * (n - 1) + 1 for s, n in zip(strides, dy.shape[1:3])]
+  kernel_padding = [(lo, k - 1 + d - n - lo) for (lo, _), k, d, n in
+                    zip(padding, ksize, dilated, size)]
+  d_kernel = _nhwc_conv(jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(dy, (1, 2, 0, 3)),
+                        (1, 1), kernel_padding, rhs_dilation=strides)
+  input_padding = [(k - 1 - lo, n - d + lo) for (lo, _), k, d, n in
+                   zip(padding, ksize, dilated, size)]
+  flipped = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))
+  d_x = _nhwc_conv(dy, flipped, (1, 1), input_padding, lhs_dilation=strides)
+  return d_x, jnp.transpose(d_kernel, (1, 2, 0, 3)).astype(kernel.dtype)
+
+
+_canonical_gradient_conv.defvjp(_canonical_gradient_conv_fwd, _canonical_gradient_conv_bwd)
+
+
+def _cpu_conv_general_dilated(x, kernel, strides, padding, *, lhs_dilation, rhs_dilation,
+                              dimension_numbers, feature_group_count, precision):
+  """What `nn.Conv` calls on CPU: `lax.conv_general_dilated`, gradients in canonical form.
+
+  XLA:CPU rewrites convolutions into its fast (Eigen/YNNPACK) form only in the entry
+  computation. The convolutions of AD's gradients are not in that form, so inside a
+  `lax.cond` branch (the decoder of the train step) or a loop body (PGD) they ran through a
+  generic loop, up to 40x slower (weight gradients; measured with jax 0.10.2). For the plain
+  2-D NHWC convolutions `conv` makes (no dilation, no groups, default precision).
+  """
+  trivial = (1,) * (x.ndim - 2)
+  if (dimension_numbers != lax.conv_dimension_numbers(x.shape, kernel.shape, _NHWC)
+      or tuple(lhs_dilation or trivial) != trivial or tuple(rhs_dilation or trivial) != trivial
+      or feature_group_count != 1 or precision is not None):
+    raise ValueError('layers.conv makes plain NHWC convolutions only (no dilation, groups or '
+                     'precision).')
+  return _canonical_gradient_conv(x, kernel, tuple(strides), tuple(map(tuple, padding)))
 
 
 def conv(x, features, kernel_size, *, name, dtype, strides=1, use_bias=False, init='torch'):
@@ -59,7 +124,9 @@ def conv(x, features, kernel_size, *, name, dtype, strides=1, use_bias=False, in
   pad = (kernel_size - 1) // 2
   return nn.Conv(features, (kernel_size, kernel_size), strides=strides,
                  padding=((pad, pad), (pad, pad)), use_bias=use_bias, dtype=dtype,
-                 kernel_init=kernel_init, bias_init=bias_init, name=name)(x)
+                 kernel_init=kernel_init, bias_init=bias_init, name=name,
+                 conv_general_dilated=(_cpu_conv_general_dilated
+                                       if jax.default_backend() == 'cpu' else None))(x)
 
 
 def dense(x, features, *, name, dtype):
