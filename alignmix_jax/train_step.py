@@ -69,6 +69,7 @@ def step_settings(config):
   return ml_collections.FrozenConfigDict({
       'sinkhorn_eps': config.mixup.sinkhorn_eps, 'sinkhorn_iters': config.mixup.sinkhorn_iters,
       'reconstruction_weight': config.mixup.reconstruction_weight,
+      'reconstruction_loss': config.mixup.reconstruction_loss,
       'kl_weight': config.mixup.kl_weight})
 
 
@@ -99,6 +100,18 @@ def _all_finite(tree):
 def cross_entropy(logits, targets):
   """Mean softmax cross-entropy against soft targets `[B, K]`."""
   return jnp.mean(optax.softmax_cross_entropy(logits.astype(jnp.float32), targets))
+
+
+RECONSTRUCTION_LOSSES = ('sum', 'mean')
+
+
+def reconstruction_loss(x_hat, images, reduction):
+  """Lr of (1) averaged over the batch: per image, the squared Euclidean distance
+  `||x - x_hat||^2` summed over `[H, W, 3]` ('sum', the paper) or averaged ('mean')."""
+  squared = jnp.square(x_hat.astype(jnp.float32) - images)
+  if reduction == 'sum':
+    return jnp.mean(jnp.sum(squared, axis=(1, 2, 3)))
+  return jnp.mean(squared)
 
 
 def _dispatch(mode, modes, op_of, operations):
@@ -209,7 +222,8 @@ def mode_loss(params, batch_stats, images, targets, *, mode, lam, perm, box_rng,
     x_hat, decoded = model.apply(
         {'params': {'decoder': decoder_params}, 'batch_stats': batch_stats}, latent, True,
         method='decode', mutable=['batch_stats'], rngs={'reparam': reparam_rng})
-    return jnp.mean(jnp.square(x_hat - images)), decoded['batch_stats']['decoder']
+    return (reconstruction_loss(x_hat, images, settings.reconstruction_loss),
+            decoded['batch_stats']['decoder'])
 
   aux['reconstruction'], batch_stats['decoder'] = _loss_if(
       clean, reconstruction, params['decoder'], latent, skipped=batch_stats['decoder'])
@@ -281,6 +295,9 @@ def make_train_step(config, model, schedules):
   """`train_step` with the config's static settings bound."""
   table = tuple(zip(modes_lib.table_modes(config),
                     (p for _, p in modes_lib.method_table(config))))
+  if config.mixup.reconstruction_loss not in RECONSTRUCTION_LOSSES:
+    raise ValueError(f'Unknown mixup.reconstruction_loss {config.mixup.reconstruction_loss!r}; '
+                     f'valid: {", ".join(RECONSTRUCTION_LOSSES)}.')
   if config.mixup.align_latent and (config.model.latent != 'tensor'
                                     or config.model.autoencoder != 'ae'):
     raise ValueError("mixup.align_latent aligns the tensor Z: it needs model.latent='tensor' "

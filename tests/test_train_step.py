@@ -105,7 +105,10 @@ def _expected_loss(config, model, variables, images, labels, name, lam, perm, re
     z = latent(features(images))
     x_hat = apply(z, True, method='decode', mutable=['batch_stats'],
                   rngs={'reparam': reparam_rng})[0]
-    reconstruction = float(np.mean((np.asarray(x_hat) - images) ** 2))
+    squared = (np.asarray(x_hat) - images) ** 2
+    reconstruction = float(np.mean(np.sum(squared, axis=(1, 2, 3))
+                                   if config.mixup.reconstruction_loss == 'sum'
+                                   else squared))
     return ce(classify(z), y) + config.mixup.reconstruction_weight * reconstruction
   if name == 'input':
     return ce(classify(latent(features(lam * images + (1 - lam) * images[perm]))), y_mixed)
@@ -293,3 +296,16 @@ def test_loss_if_gives_the_loss_and_gradients_of_the_taken_branch_only():
     np.testing.assert_allclose(aux, expected_aux, rtol=1e-6)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads)):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_reconstruction_loss_reductions():
+  rng = np.random.default_rng(0)
+  x_hat, images = rng.uniform(size=(2, 2, 3, 4, 3)).astype(np.float32)
+  per_image = np.sum((x_hat - images) ** 2, axis=(1, 2, 3))
+  np.testing.assert_allclose(train_step_lib.reconstruction_loss(x_hat, images, 'sum'),
+                             per_image.mean(), rtol=1e-6)
+  np.testing.assert_allclose(train_step_lib.reconstruction_loss(x_hat, images, 'mean'),
+                             per_image.mean() / (3 * 4 * 3), rtol=1e-6)
+  with pytest.raises(ValueError, match="reconstruction_loss 'l1'; valid: sum, mean"):
+    train_step_lib.make_train_step(
+        tiny_config.with_overrides(**{'mixup.reconstruction_loss': 'l1'}), None, {})
