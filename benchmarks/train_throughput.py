@@ -1,0 +1,271 @@
+"""Train-step throughput of every mode and method, on synthetic data already on the device.
+
+  python -m benchmarks.train_throughput [--config configs/digits.py] [--devices N]
+      [--steps 20] [--rows vanilla,clean,input,...] [--pipeline_steps 0] [--peak_tflops 0]
+      [--config.model.width=64 --config.batch_size=128 --config.model.dtype=bfloat16 ...]
+
+One JSON line per row, then a `summary` line with the two ratios of issue 8 (each measured
+in this run, same model and batch):
+  feature_over_vanilla        the feature-mode (aligned A, (13)) step over the vanilla step;
+  five_mode_over_vanilla      the full five-mode AlignMix step (a mode drawn per step, mean
+                              over `--steps` draws) over the vanilla step;
+  mean_of_modes_over_vanilla  the mean of the five single-mode steps over the vanilla step.
+
+Rows. Mode rows use the config's network (AlignMix/AE by default) with a one-mode table:
+  vanilla            clean mode, cross-entropy only (the decoder does not run);
+  clean              clean mode with the reconstruction loss (decoder forward and backward);
+  input, latent, feature, feature_reversed: the mode alone;
+  alignmix           the five modes drawn on the device (the paper's method).
+Method rows (`alignmix_official`, `input_mixup`, `manifold_mixup`, `cutmix`, and
+`vanilla_baseline`, the vanilla method) use each method's own config (`BASELINES`: no
+decoder), as a user would run them.
+
+Every row is compiled, then the rows take turns, one step each, `--steps` times (drift in
+the machine's speed affects all rows alike). Each row: compile time (lower + compile), the
+median and mean step time over its `--steps` steps after one warm-up step, the median per
+drawn mode, images/s (from the mean), the compiled step's memory (XLA's memory analysis),
+the device's peak memory so far (where the backend reports it) and the FLOPs XLA counts
+per step (with `--peak_tflops`, the model FLOPs utilisation).
+`--profile_dir DIR` traces the timed steps (jax.profiler). `--pipeline_steps N` adds a
+`pipeline` row: the alignmix step fed by the real input pipeline (the config's dataset),
+the pipeline alone, and the time of one epoch.
+CPU devices: set `XLA_FLAGS=--xla_force_host_platform_device_count=N` before running.
+"""
+
+import contextlib
+import functools
+import json
+import statistics
+import time
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+from ml_collections import config_flags
+
+from alignmix_jax import models
+from alignmix_jax import modes
+from alignmix_jax import optim
+from alignmix_jax import parallel
+from alignmix_jax import train_step as train_step_lib
+from configs import default
+
+MODE_ROWS = ('vanilla', 'clean') + modes.FIVE_MODES[1:] + ('alignmix',)
+METHOD_ROWS = ('vanilla_baseline', 'alignmix_official', 'input_mixup', 'manifold_mixup',
+               'cutmix')
+DEFAULT_ROWS = MODE_ROWS + METHOD_ROWS
+
+config_flags.DEFINE_config_file('config', 'configs/digits.py', 'Config file, as for main.py; '
+                                'override fields with --config.<field>=<value>.')
+flags.DEFINE_integer('devices', 0, 'Use the first N devices (0: all).')
+flags.DEFINE_integer('steps', 20, 'Timed steps per row.')
+flags.DEFINE_list('rows', list(DEFAULT_ROWS), 'Rows to measure.')
+flags.DEFINE_integer('pipeline_steps', 0, 'Steps of the `pipeline` row (0: none).')
+flags.DEFINE_string('profile_dir', '', 'Write a jax.profiler trace of the timed steps '
+                    'there (open with TensorBoard or xprof).')
+flags.DEFINE_float('peak_tflops', 0.0, 'Peak TFLOP/s of one device at this dtype (for MFU).')
+FLAGS = flags.FLAGS
+
+
+def row_config(config, row):
+  """The config of one benchmark row (see the module docstring)."""
+  config = config.copy_and_resolve_references()
+  if row in METHOD_ROWS:
+    return default.with_method(config, 'vanilla' if row == 'vanilla_baseline' else row)
+  if row not in MODE_ROWS:
+    raise ValueError(f'Unknown row {row!r}; valid: {", ".join(DEFAULT_ROWS)}.')
+  config = default.with_method(config, 'alignmix')
+  if row == 'alignmix':
+    return config
+  name = 'clean' if row == 'vanilla' else row
+  weights = tuple(float(mode == name) for mode in modes.FIVE_MODES)
+  fields = {'mixup.mode_weights': weights}
+  if row == 'vanilla':
+    fields.update({'mixup.reconstruction_weight': 0.0, 'mixup.kl_weight': 0.0})
+  return default.with_fields(config, fields)
+
+
+def synthetic_batch(config, mesh, seed=0):
+  """Uniform images `[B, H, W, 3]`, random labels and a mask of ones (the input pipeline's
+  batch structure), sharded over the mesh."""
+  size = config.dataset.image_size
+  rng = np.random.default_rng(seed)
+  batch = {'image': rng.uniform(size=(config.batch_size, size, size, 3)).astype(np.float32),
+           'label': rng.integers(0, config.dataset.num_classes, config.batch_size,
+                                 dtype=np.int32),
+           'mask': np.ones(config.batch_size, np.float32)}
+  return jax.device_put(batch, parallel.sharded(mesh))
+
+
+def build(config, mesh):
+  """`(compiled step, initial state, compile seconds, compiled executable)` for `config`."""
+  model = models.create_model(config)
+  steps_per_epoch = max(1, config.dataset.train_size // config.batch_size)
+  tx, schedules = optim.create_optimizer(config.optimizer, steps_per_epoch)
+  image_shape = (config.dataset.image_size,) * 2 + (3,)
+  init = jax.jit(functools.partial(train_step_lib.create_train_state, model=model, tx=tx,
+                                   image_shape=image_shape),
+                 out_shardings=parallel.replicated(mesh))
+  state = init(jax.random.PRNGKey(config.seed))
+  step = parallel.shard_map_step(train_step_lib.make_train_step(config, model, schedules),
+                                 mesh)
+  batch = synthetic_batch(config, mesh)
+  start = time.perf_counter()
+  compiled = step.lower(state, batch).compile()
+  return compiled, state, time.perf_counter() - start
+
+
+class Timer:
+  """A compiled step, its state and input, and the time and drawn mode of each timed step."""
+
+  def __init__(self, compiled, state, batches):
+    self.compiled, self.state, self.batches = compiled, state, batches
+    self.times, self.drawn = [], []
+    self.state, metrics = compiled(state, next(batches))  # Warm-up.
+    jax.block_until_ready(metrics)
+
+  def step(self):
+    batch = next(self.batches)
+    start = time.perf_counter()
+    self.state, metrics = self.compiled(self.state, batch)
+    jax.block_until_ready((self.state, metrics))
+    self.times.append(time.perf_counter() - start)
+    self.drawn.append(int(metrics['mode']))
+
+
+def device_peak_bytes():
+  """Peak bytes in use on device 0 so far, or None where the backend does not say (CPU)."""
+  stats = jax.local_devices()[0].memory_stats() or {}
+  return stats.get('peak_bytes_in_use')
+
+
+def step_memory_bytes(compiled):
+  """Arguments + outputs + temporaries of the compiled step, per device (XLA's analysis)."""
+  analysis = compiled.memory_analysis()
+  if analysis is None:
+    return None
+  return int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+             - analysis.alias_size_in_bytes + analysis.temp_size_in_bytes)
+
+
+def step_flops(compiled):
+  """FLOPs of one step on one device as XLA counts them, or None."""
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost['flops']) if cost and 'flops' in cost else None
+
+
+def measure(config, rows, mesh, num_steps, peak_tflops, profile_dir=''):
+  """One JSON-able record per row. Every row is compiled first; then the rows take turns,
+  one step each, `num_steps` times, so that a drift in the machine's speed (other
+  processes, clocks) affects every row alike and the ratios stay comparable."""
+  built = []
+  for row in rows:
+    row_cfg = row_config(config, row)
+    compiled, state, compile_s = build(row_cfg, mesh)
+    batch = synthetic_batch(row_cfg, mesh)
+    built.append((row, row_cfg, compiled, compile_s,
+                  Timer(compiled, state, iter(lambda b=batch: b, None))))
+  with (jax.profiler.trace(profile_dir) if profile_dir else contextlib.nullcontext()):
+    for _ in range(num_steps):
+      for *_, timer in built:
+        timer.step()
+  return [_record(*entry, mesh=mesh, peak_tflops=peak_tflops) for entry in built]
+
+
+def _record(row, config, compiled, compile_s, timer, *, mesh, peak_tflops):
+  times, drawn = timer.times, timer.drawn
+  mean_s, median_s = statistics.fmean(times), statistics.median(times)
+  names = [name for name, _ in modes.method_table(config)]
+  flops = step_flops(compiled)
+  record = {
+      'benchmark': 'train_throughput', 'row': row, 'method': config.mixup.method,
+      'modes': names, 'autoencoder': config.model.autoencoder, 'model': config.model.name,
+      'width': config.model.width, 'image_size': config.dataset.image_size,
+      'batch': config.batch_size, 'devices': mesh.size, 'dtype': config.model.dtype,
+      'steps': len(times), 'compile_s': round(compile_s, 2),
+      'step_ms_median': round(1e3 * median_s, 2), 'step_ms_mean': round(1e3 * mean_s, 2),
+      'step_ms_by_mode': {
+          names[i]: round(1e3 * statistics.median(t for t, d in zip(times, drawn) if d == i), 2)
+          for i in sorted(set(drawn))},
+      'images_per_s': round(config.batch_size / mean_s, 1),
+      'step_memory_bytes': step_memory_bytes(compiled),
+      'device_peak_bytes': device_peak_bytes(),
+      'tflops_per_s': None if flops is None else round(mesh.size * flops / mean_s / 1e12, 3),
+      'device': jax.devices()[0].device_kind,
+  }
+  if peak_tflops and flops is not None:
+    record['mfu'] = round(flops / mean_s / 1e12 / peak_tflops, 4)
+  return record
+
+
+def measure_pipeline(config, mesh, num_steps):
+  """The alignmix step fed by the real input pipeline of `config.dataset`."""
+  from alignmix_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+
+  config = row_config(config, 'alignmix')
+  compiled, state, _ = build(config, mesh)
+
+  def batches():
+    return input_pipeline.global_batches(input_pipeline.process_batches(
+        config.dataset, 'train', global_batch_size=config.batch_size, seed=config.seed,
+        train=True, start_step=0), mesh)
+
+  host = batches()
+  jax.block_until_ready(next(host))
+  start = time.perf_counter()
+  for _ in range(num_steps):
+    jax.block_until_ready(next(host))
+  pipeline_s = (time.perf_counter() - start) / num_steps
+  timer = Timer(compiled, state, batches())
+  for _ in range(num_steps):
+    timer.step()
+  mean_s = statistics.fmean(timer.times)
+  return {
+      'benchmark': 'train_throughput', 'row': 'pipeline', 'dataset': config.dataset.name,
+      'batch': config.batch_size, 'devices': mesh.size, 'dtype': config.model.dtype,
+      'steps': num_steps, 'step_ms_mean': round(1e3 * mean_s, 2),
+      'images_per_s': round(config.batch_size / mean_s, 1),
+      'pipeline_only_images_per_s': round(config.batch_size / pipeline_s, 1),
+      'epoch_s': round(config.dataset.train_size / config.batch_size * mean_s, 1),
+      'train_size': config.dataset.train_size, 'device': jax.devices()[0].device_kind,
+  }
+
+
+def summary(records):
+  """The issue's two ratios (and the mean of the single modes), where measured."""
+  ms = {r['row']: r for r in records}
+  out = {'benchmark': 'train_throughput', 'row': 'summary'}
+
+  def ratio(numerator):
+    return round(numerator / ms['vanilla']['step_ms_median'], 3)
+
+  if 'vanilla' in ms and 'feature' in ms:
+    out['feature_over_vanilla'] = ratio(ms['feature']['step_ms_median'])
+  if 'vanilla' in ms and 'alignmix' in ms:
+    out['five_mode_over_vanilla'] = ratio(ms['alignmix']['step_ms_mean'])
+  if 'vanilla' in ms and all(m in ms for m in modes.FIVE_MODES):
+    out['mean_of_modes_over_vanilla'] = ratio(
+        statistics.fmean(ms[m]['step_ms_median'] for m in modes.FIVE_MODES))
+  return out
+
+
+def main(argv):
+  del argv
+  config = FLAGS.config
+  devices = jax.devices()[:FLAGS.devices] if FLAGS.devices else jax.devices()
+  mesh = parallel.data_mesh(devices)
+  for row in FLAGS.rows:
+    row_config(config, row)  # Unknown rows fail before anything is compiled.
+  records = measure(config, FLAGS.rows, mesh, FLAGS.steps, FLAGS.peak_tflops,
+                    FLAGS.profile_dir)
+  for record in records:
+    print(json.dumps(record), flush=True)
+  if FLAGS.pipeline_steps:
+    print(json.dumps(measure_pipeline(config, mesh, FLAGS.pipeline_steps)), flush=True)
+  print(json.dumps(summary(records)), flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)
