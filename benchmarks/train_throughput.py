@@ -99,7 +99,7 @@ def synthetic_batch(config, mesh, seed=0):
 
 
 def build(config, mesh):
-  """`(compiled step, initial state, compile seconds, compiled executable)` for `config`."""
+  """`(compiled step, initial state, synthetic batch, compile seconds)` for `config`."""
   model = models.create_model(config)
   steps_per_epoch = max(1, config.dataset.train_size // config.batch_size)
   tx, schedules = optim.create_optimizer(config.optimizer, steps_per_epoch)
@@ -113,7 +113,7 @@ def build(config, mesh):
   batch = synthetic_batch(config, mesh)
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()
-  return compiled, state, time.perf_counter() - start
+  return compiled, state, batch, time.perf_counter() - start
 
 
 class Timer:
@@ -163,8 +163,7 @@ def measure(config, rows, mesh, num_steps, peak_tflops, profile_dir=''):
   built = []
   for row in rows:
     row_cfg = row_config(config, row)
-    compiled, state, compile_s = build(row_cfg, mesh)
-    batch = synthetic_batch(row_cfg, mesh)
+    compiled, state, batch, compile_s = build(row_cfg, mesh)
     built.append((row, row_cfg, compiled, compile_s,
                   Timer(compiled, state, iter(lambda b=batch: b, None))))
   with (jax.profiler.trace(profile_dir) if profile_dir else contextlib.nullcontext()):
@@ -205,7 +204,7 @@ def measure_pipeline(config, mesh, num_steps):
   from alignmix_jax import input_pipeline  # pylint: disable=g-import-not-at-top
 
   config = row_config(config, 'alignmix')
-  compiled, state, _ = build(config, mesh)
+  compiled, state, _, _ = build(config, mesh)
 
   def batches():
     return input_pipeline.global_batches(input_pipeline.process_batches(

@@ -1,4 +1,4 @@
-# shellcheck shell=bash disable=SC2034  # (TAKEN, JAX_VERSION: used by the sourcing scripts)
+# shellcheck shell=bash disable=SC2034  # (TAKEN, CONFIG, ...: used by the sourcing scripts)
 # Helpers shared by the launch scripts; sourced by them, not run.
 #
 # Conventions: options are `--name VALUE` or `--name=VALUE`; usage errors exit with status 2
@@ -42,6 +42,20 @@ take_value() {
 no_value() {
   [[ $1 != *=* ]] || usage_error "${1%%=*} takes no value" "write ${1%%=*} alone"
   TAKEN=1
+}
+
+# common_option "$@": the options every script takes (--config, --workdir, --data_dir,
+# --dry-run, --help), into CONFIG, WORKDIR, DATA_DIR, DRY_RUN; sets TAKEN. Returns 1 for
+# any other option.
+common_option() {
+  case ${1%%=*} in
+    --config) take_value "$@"; CONFIG=$VALUE ;;
+    --workdir) take_value "$@"; WORKDIR=$VALUE ;;
+    --data_dir) take_value "$@"; DATA_DIR=$VALUE ;;
+    --dry-run) no_value "$1"; DRY_RUN=1 ;;
+    -h | --help) show_help; exit 0 ;;
+    *) return 1 ;;
+  esac
 }
 
 # require VALUE OPTION EXAMPLE: fail if a required option was not given.

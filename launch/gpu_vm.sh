@@ -23,15 +23,11 @@ set -euo pipefail
 CONFIG='' WORKDIR='' DATA_DIR='' SETUP=0 PYTHON=python3 EXTRA=()
 while (($#)); do
   case ${1%%=*} in
-    --config) take_value "$@"; CONFIG=$VALUE ;;
-    --workdir) take_value "$@"; WORKDIR=$VALUE ;;
-    --data_dir) take_value "$@"; DATA_DIR=$VALUE ;;
     --python) take_value "$@"; PYTHON=$VALUE ;;
     --setup) no_value "$1"; SETUP=1 ;;
-    --dry-run) no_value "$1"; DRY_RUN=1 ;;
-    -h | --help) show_help; exit 0 ;;
     --) shift; EXTRA=("$@"); break ;;
-    *) usage_error "unknown argument $1" "main.py flags go after --, e.g. -- --mode eval" ;;
+    *) common_option "$@" ||
+         usage_error "unknown argument $1" "main.py flags go after --, e.g. -- --mode eval" ;;
   esac
   shift "$TAKEN"
 done

@@ -41,13 +41,9 @@ while (($#)); do
     --cpus_per_task) take_value "$@"; CPUS=$VALUE ;;
     --job_name) take_value "$@"; JOB_NAME=$VALUE ;;
     --log_dir) take_value "$@"; LOG_DIR=$VALUE ;;
-    --config) take_value "$@"; CONFIG=$VALUE ;;
-    --workdir) take_value "$@"; WORKDIR=$VALUE ;;
-    --data_dir) take_value "$@"; DATA_DIR=$VALUE ;;
-    --dry-run) no_value "$1"; DRY_RUN=1 ;;
-    -h | --help) show_help; exit 0 ;;
     --) shift; EXTRA=("$@"); break ;;
-    *) usage_error "unknown argument $1" "main.py flags go after --, e.g. -- --config.seed=1" ;;
+    *) common_option "$@" ||
+         usage_error "unknown argument $1" "main.py flags go after --, e.g. -- --config.seed=1" ;;
   esac
   shift "$TAKEN"
 done

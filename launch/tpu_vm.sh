@@ -40,14 +40,10 @@ while (($#)); do
     --project) take_value "$@"; PROJECT=$VALUE ;;
     --repo_dir) take_value "$@"; REMOTE_DIR=${VALUE#\~/} ;;
     --python) take_value "$@"; PYTHON=$VALUE ;;
-    --config) take_value "$@"; CONFIG=$VALUE ;;
-    --workdir) take_value "$@"; WORKDIR=$VALUE ;;
-    --data_dir) take_value "$@"; DATA_DIR=$VALUE ;;
     --setup) no_value "$1"; SETUP=1 ;;
-    --dry-run) no_value "$1"; DRY_RUN=1 ;;
-    -h | --help) show_help; exit 0 ;;
     --) shift; EXTRA=("$@"); break ;;
-    *) usage_error "unknown argument $1" "main.py flags go after --, e.g. -- --config.seed=1" ;;
+    *) common_option "$@" ||
+         usage_error "unknown argument $1" "main.py flags go after --, e.g. -- --config.seed=1" ;;
   esac
   shift "$TAKEN"
 done
