@@ -1,13 +1,22 @@
 """Feature-tensor alignment by entropic optimal transport (paper section 3.2).
 
 Paper symbols: A = `features`, A' = `partner` (both `[H, W, C]`, one example, channels last),
-r = H * W spatial positions, M = `cost` `[r, r]` (8), P* = `plan` `[r, r]` (10), R = r * P*
-(doubly stochastic), eps = `eps`.
+r = H * W spatial positions, M = `cost` `[r, r]` (8), P* = `plan` `[r, r]` (10),
+R = r P* = `weights` (`assignment`), eps = `eps`.
 
-`align(features, partner)` returns A' rearranged onto the positions of A: position i holds
-`sum_j R_ij a'_j`, i.e. the columns of `A' R^T` in the paper's c x r notation (11). Mixing it
-with `features` is (13); calling it with the pair swapped and mixing with `partner` is (14),
-as Algorithm 1 does.
+One plan per pair, used both ways, as in the authors' code: P* is solved once from
+M(A, A') (`m_ij = ||a_i - a'_j||^2`, i a position of A, j one of A') and
+  (11), used by (13): `align(A, A')` moves A' onto the positions of A: position i holds
+      `sum_j R_ij a'_j` (A~ = A' R^T, the ROWS of R);
+  (12), used by (14): `align(A, A', reverse=True)` moves A onto the positions of A':
+      position j holds `sum_i R_ij a_i` (A~' = A R, the COLUMNS of R).
+Each Sinkhorn iteration updates the row potential, then the column potential, so the columns
+of R sum to 1 exactly and every vector of (12) is a convex combination. The rows sum to 1
+only at convergence, and the paper's setting (eps = 0.1, 100 iterations, raw squared
+distances) does not converge on real features, whose costs are thousands of times eps: rows
+of R then sum to up to 4-5 and a vector of (11) is a weighted sum, not an average.
+`row_error` measures that; `barycentric=True` divides by the used marginal (the barycentric
+projection: every aligned vector a convex combination), an ablation, off by default.
 
 Everything is written for one pair and batched with `jax.vmap` (`batched_align`). Sinkhorn runs
 in the log domain in float32 whatever the input dtype, for a fixed number of iterations in a
@@ -16,12 +25,29 @@ through the plan.
 """
 
 import functools
+import numbers
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 _MAX_UNROLLED_ITERS = 128
+
+
+def check_settings(eps, num_iters, tol=None):
+  """Raises ValueError unless eps > 0, num_iters >= 1 and tol (if given) > 0.
+
+  eps = 0 would give an all-NaN plan and num_iters = 0 the unscaled kernel e^{-M/eps}, a
+  finite but wrong R; both are caught here, before anything is traced.
+  """
+  if not isinstance(eps, numbers.Real) or not eps > 0:
+    raise ValueError(f'Sinkhorn eps must be a positive number (paper: 0.1); got {eps!r}. '
+                     'Set mixup.sinkhorn_eps.')
+  if isinstance(num_iters, bool) or not isinstance(num_iters, numbers.Integral) or num_iters < 1:
+    raise ValueError(f'Sinkhorn num_iters must be an int >= 1 (paper: 100); got '
+                     f'{num_iters!r}. Set mixup.sinkhorn_iters.')
+  if tol is not None and (not isinstance(tol, numbers.Real) or not tol > 0):
+    raise ValueError(f'Sinkhorn tol must be None or a positive number; got {tol!r}.')
 
 
 def cost_matrix(features, partner):
@@ -33,10 +59,14 @@ def cost_matrix(features, partner):
 
   Returns:
     `[r, r']` float32, `m_ij = ||a_i - a'_j||^2`, computed as `|a|^2 + |a'|^2 - 2 a.a'` (one
-    matmul, never a `[r, r', C]` broadcast) and clipped at 0 against round-off.
+    matmul, never a `[r, r', C]` broadcast) after subtracting the mean vector of both sets
+    (distances do not change; the norms, and so the round-off of the difference, shrink:
+    ReLU features share a large positive mean), and clipped at 0 against round-off.
   """
   features = features.astype(jnp.float32)
   partner = partner.astype(jnp.float32)
+  center = 0.5 * (jnp.mean(features, axis=0) + jnp.mean(partner, axis=0))
+  features, partner = features - center, partner - center
   cross = jnp.matmul(features, partner.T, precision=lax.Precision.HIGHEST)
   squared = (jnp.sum(features * features, axis=-1)[:, None]
              + jnp.sum(partner * partner, axis=-1)[None, :])
@@ -47,27 +77,39 @@ def sinkhorn(cost, *, eps=0.1, num_iters=100, tol=None):
   """Entropic optimal transport plan with uniform marginals, in the log domain.
 
   Solves `P* = argmin_{P in U_r} <P, M> - eps H(P)` (10) with row and column sums `1/r`
-  (square costs; a rectangular `[r, r']` cost gets marginals `1/r` and `1/r'`). Each
-  iteration updates the row potential, then the column potential, so the column sums of the
-  returned plan are exact and the row sums converge.
+  (square costs; a rectangular `[r, r']` cost gets marginals `1/r` and `1/r'`).
+
+  The iterates are the authors' (potentials f, g in cost units, both 0 at the start; each
+  iteration `f = eps log(1/r) - eps LSE_j((g_j - m_ij) / eps)`, then g likewise from the
+  new f; `P = exp((f_i + g_j - m_ij) / eps)`), computed on the reduced cost `m_ij - min_k m_ik
+  - min_k m_kj` with potentials in units of eps shifted to match: the same plan after every
+  iteration, in exact arithmetic, with small potentials (every row and column of the reduced
+  cost has a 0), so float32 keeps more digits even for costs 1e5 times eps. (The authors also
+  add 1e-8 to 1/r inside the log, a relative change of r * 1e-8 that float32 does not see.)
+  The column update comes last: the columns of the plan sum to 1/r' exactly (to round-off),
+  the rows only once converged.
 
   Args:
     cost: `[r, r']` cost matrix M (any float dtype; used in float32).
-    eps: entropic regularisation coefficient (paper: 0.1).
-    num_iters: number of Sinkhorn iterations (paper: 100); the most when `tol` is set.
+    eps: entropic regularisation coefficient (paper: 0.1), > 0.
+    num_iters: number of Sinkhorn iterations (paper: 100), >= 1; the most when `tol` is set.
     tol: optional; stop once the largest row-sum error `max_i |sum_j P_ij - 1/r|` is below
-      it. Under `vmap` each problem stops on its own (finished ones are frozen).
+      it. Under `vmap` each problem stops on its own (finished ones are frozen). The
+      authors' loop stops on another test (batch mean of `sum_i |f_i - f_i^prev| < 0.1`),
+      which couples the pairs of a batch and syncs with the host; it is not offered.
 
   Returns:
     `[r, r']` float32 transport plan P*.
+
+  Raises:
+    ValueError: eps <= 0, num_iters < 1 or tol <= 0 (see `check_settings`).
   """
-  # Subtracting row minima, then column minima, leaves the plan unchanged (the potentials
-  # absorb them) but keeps the potentials small, so float32 keeps more digits of the
-  # exponent. Every row and column of the reduced cost has a 0.
+  check_settings(eps, num_iters, tol)
   cost = cost.astype(jnp.float32)
-  cost = cost - jnp.min(cost, axis=1, keepdims=True)
-  cost = cost - jnp.min(cost, axis=0, keepdims=True)
-  log_kernel = -cost / eps  # log of the similarity matrix e^{-M/eps}, up to the shifts.
+  row_min = jnp.min(cost, axis=1, keepdims=True)
+  cost = cost - row_min
+  col_min = jnp.min(cost, axis=0)
+  log_kernel = -(cost - col_min[None, :]) / eps  # log e^{-M/eps}, up to the shifts.
   rows, cols = log_kernel.shape
   log_a = -jnp.log(jnp.float32(rows))
   log_b = -jnp.log(jnp.float32(cols))
@@ -82,20 +124,21 @@ def sinkhorn(cost, *, eps=0.1, num_iters=100, tol=None):
     u, v = potentials
     return jnp.exp(log_kernel + u[:, None] + v[None, :])
 
-  # zeros_like keeps the cost's type, varying manual axes included (under shard_map).
-  start = (jnp.zeros_like(log_kernel[:, 0]), jnp.zeros_like(log_kernel[0]))
+  # The authors' g = 0 is v = -min_k m_kj / eps here (the row shift is absorbed by the first
+  # row update); u is overwritten before it is read.
+  start = (jnp.zeros_like(log_kernel[:, 0]), -col_min / eps)
   if tol is None:
     # Short loops (the paper's 100 iterations) are unrolled: on XLA's CPU backend a while
     # loop anywhere in a train step slowed the whole step by ~1.5x (measured, jax 0.10.2).
     unroll = num_iters <= _MAX_UNROLLED_ITERS
     potentials = lax.fori_loop(0, num_iters, lambda _, p: update(p), start, unroll=unroll)
   else:
-    def row_error(potentials):
+    def row_error_of(potentials):
       return jnp.max(jnp.abs(jnp.sum(plan_of(potentials), axis=1) - jnp.exp(log_a)))
 
     def not_done(carry):
       step, potentials = carry
-      return (step < num_iters) & (row_error(potentials) > tol)
+      return (step < num_iters) & ((step == 0) | (row_error_of(potentials) > tol))
 
     _, potentials = lax.while_loop(
         not_done, lambda carry: (carry[0] + 1, update(carry[1])), (0, start))
@@ -103,15 +146,17 @@ def sinkhorn(cost, *, eps=0.1, num_iters=100, tol=None):
 
 
 def assignment(features, partner, *, eps=0.1, num_iters=100, tol=None):
-  """The doubly stochastic assignment R = r P* between the positions of two tensors.
+  """The assignment R = r P* between the positions of two tensors, from M(A, A').
 
   Args:
     features: `[H, W, C]` tensor A.
     partner: `[H, W, C]` tensor A'.
+    eps, num_iters, tol: Sinkhorn settings, see `sinkhorn`.
 
   Returns:
-    `[r, r]` float32 R (r = H * W), `R_ij` the weight of a'_j at position i of A. Not
-    differentiable: the plan is wrapped in `stop_gradient`.
+    `[r, r]` float32 R (r = H * W), `R_ij` the weight between position i of A and position
+    j of A'. Its columns sum to 1; its rows sum to 1 once Sinkhorn has converged
+    (`row_error`). Not differentiable: the plan is wrapped in `stop_gradient`.
   """
   if features.shape != partner.shape or features.ndim != 3:
     raise ValueError(
@@ -125,29 +170,59 @@ def assignment(features, partner, *, eps=0.1, num_iters=100, tol=None):
   return lax.stop_gradient(h * w * plan)
 
 
-def align(features, partner, *, eps=0.1, num_iters=100, tol=None):
-  """Rearranges `partner` onto the positions of `features` (paper (11)).
+def transport(weights, tensor, *, reverse=False, barycentric=False):
+  """Moves `tensor` along the assignment `weights` = R of a pair (A, A').
 
   Args:
-    features: `[H, W, C]` feature tensor A (the positions that are kept).
-    partner: `[H, W, C]` feature tensor A' (the features that are moved).
-    eps, num_iters, tol: Sinkhorn settings, see `sinkhorn`.
+    weights: `[r, r]` R from `assignment(A, A')`.
+    tensor: `[H, W, C]`; A' when `reverse` is False, A when it is True.
+    reverse: False: (11), position i of the result is `sum_j R_ij a'_j` (rows of R).
+      True: (12), position j is `sum_i R_ij a_i` (columns of R).
+    barycentric: divide by the used marginal (row sums for (11), column sums for (12)), so
+      that every vector is a convex combination even when Sinkhorn has not converged.
 
   Returns:
-    `[H, W, C]` tensor in `partner`'s dtype whose position i is `sum_j R_ij a'_j`.
-    Gradients flow to `partner` (and to `features` through whatever mixes with the result),
-    never through R.
+    `[H, W, C]` in `tensor`'s dtype (computed in float32).
   """
-  h, w, c = partner.shape
-  weights = assignment(features, partner, eps=eps, num_iters=num_iters, tol=tol)
-  moved = jnp.matmul(weights, partner.reshape(h * w, c).astype(jnp.float32),
+  h, w, c = tensor.shape
+  if reverse:
+    weights = weights.T
+  if barycentric:
+    weights = weights / jnp.sum(weights, axis=1, keepdims=True)
+  moved = jnp.matmul(weights, tensor.reshape(h * w, c).astype(jnp.float32),
                      precision=lax.Precision.HIGHEST)
-  return moved.reshape(h, w, c).astype(partner.dtype)
+  return moved.reshape(h, w, c).astype(tensor.dtype)
 
 
-def batched_align(features, partner, *, eps=0.1, num_iters=100, tol=None):
+def align(features, partner, *, reverse=False, eps=0.1, num_iters=100, tol=None,
+          barycentric=False):
+  """One of the two alignments of a pair, from the plan of M(A, A') (paper (11), (12)).
+
+  Args:
+    features: `[H, W, C]` feature tensor A.
+    partner: `[H, W, C]` feature tensor A'.
+    reverse: False: A~ = A' R^T (11), A' moved onto the positions of A (for (13)).
+      True: A~' = A R (12), A moved onto the positions of A' (for (14)).
+    eps, num_iters, tol: Sinkhorn settings, see `sinkhorn`.
+    barycentric: see `transport`.
+
+  Returns:
+    `[H, W, C]` aligned tensor in the moved tensor's dtype. Gradients flow to the moved
+    tensor (and to the other one through whatever mixes with the result), never through R.
+  """
+  weights = assignment(features, partner, eps=eps, num_iters=num_iters, tol=tol)
+  return transport(weights, features if reverse else partner, reverse=reverse,
+                   barycentric=barycentric)
+
+
+def batched_align(features, partner, **kwargs):
   """`align` over a batch: `[B, H, W, C]`, `[B, H, W, C]` -> `[B, H, W, C]`."""
   if features.ndim != 4:
     raise ValueError(f'batched_align expects [B, H, W, C] tensors, got {features.shape}.')
-  one_pair = functools.partial(align, eps=eps, num_iters=num_iters, tol=tol)
-  return jax.vmap(one_pair)(features, partner)
+  return jax.vmap(functools.partial(align, **kwargs))(features, partner)
+
+
+def row_error(weights):
+  """`max |sum_j R_ij - 1|` over the rows of R `[..., r, r]` (all leading axes): how far the
+  plan is from convergence, and how far the vectors of (11) are from convex combinations."""
+  return jnp.max(jnp.abs(jnp.sum(weights, axis=-1) - 1.0))

@@ -9,6 +9,8 @@ example `perm[i]` (Algorithm 1, line 10). Every function is jit-able and vectori
 batch; none loops over examples in Python.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -60,40 +62,46 @@ def mix_labels(lam, targets, perm):
 
 
 def aligned_feature_mix(lam, features, perm, *, reverse=False, eps=0.1, num_iters=100,
-                        tol=None):
-  """Aligned feature mixup, (13) or (14), for a batch.
+                        tol=None, barycentric=False):
+  """Aligned feature mixup, (13) or (14), for a batch, as the authors' code computes it.
 
-  (13), `reverse=False`: A' (the partner) is aligned onto the positions of A and
-  `lam A + (1 - lam) A_tilde` is returned, with targets `lam y + (1 - lam) y'`.
-  (14), `reverse=True`: A is aligned onto the positions of A' and
-  `lam A' + (1 - lam) A_tilde'` is returned, with targets `lam y' + (1 - lam) y`
-  (Algorithm 1 swaps the pair and applies (13)).
+  One plan per pair, from M(A, A') (`alignment`), used one way or the other:
+  (13), `reverse=False`: A' is aligned onto the positions of A (A~ = A' R^T, rows of R)
+  and `mix_lam(A, A~)` is returned.
+  (14), `reverse=True`: A is aligned onto the positions of A' (A~' = A R, columns of R)
+  and `mix_lam(A~', A')` is returned.
+  The targets are `mix_labels(lam, y, perm)` = `lam y + (1 - lam) y'` in both cases: lam
+  weighs what comes from x. The paper writes (14) as `mix_lam(A', A~')` with targets
+  `mix_lam(y', y)` (Algorithm 1 swaps the pair): the same with lam and 1 - lam exchanged,
+  hence the same training distribution, since lam ~ Beta(alpha, alpha) is symmetric.
 
   Args:
     lam: scalar interpolation factor.
     features: `[B, h, w, c]` feature tensors A.
     perm: `[B]` partner indices.
-    reverse: False for (13), True for (14) (a Python bool).
+    reverse: False for (13), True for (14): a Python bool, or a boolean scalar array
+      decided on the device (then both `r x r` products are computed and one is kept; the
+      plan is solved once either way).
     eps, num_iters, tol: Sinkhorn settings (see `alignment.sinkhorn`).
+    barycentric: normalise the used marginal of R (see `alignment.transport`).
 
   Returns:
-    `(mixed [B, h, w, c], first_perm [B], second_perm [B])`: the mixed tensor and, for the
-    targets, `mix(lam, y[first_perm], y[second_perm])` (see `mixed_targets`).
+    `(mixed [B, h, w, c], weights [B, r, r])`: the mixed tensor and the assignments R of
+    the pairs (e.g. for `alignment.row_error`).
   """
   partner = partner_of(features, perm)
-  identity = jnp.arange(features.shape[0], dtype=perm.dtype)
-  if reverse:
-    features, partner = partner, features
-    first, second = perm, identity
-  else:
-    first, second = identity, perm
-  aligned = alignment.batched_align(features, partner, eps=eps, num_iters=num_iters, tol=tol)
-  return mix(lam, features, aligned), first, second
+  weights = jax.vmap(functools.partial(alignment.assignment, eps=eps, num_iters=num_iters,
+                                       tol=tol))(features, partner)
 
+  def direction(backward):
+    moved = jax.vmap(functools.partial(alignment.transport, reverse=backward,
+                                       barycentric=barycentric))(
+                                           weights, features if backward else partner)
+    return mix(lam, moved, partner) if backward else mix(lam, features, moved)
 
-def mixed_targets(lam, targets, first, second):
-  """lam y[first] + (1 - lam) y[second] `[B, K]`, the targets of `aligned_feature_mix`."""
-  return mix(lam, partner_of(targets, first), partner_of(targets, second))
+  if isinstance(reverse, bool):
+    return direction(reverse), weights
+  return jnp.where(reverse, direction(True), direction(False)), weights
 
 
 def cutmix_box(rng, lam, height, width):

@@ -8,14 +8,18 @@ says what happens at each mixing point on the way (paper (3)-(7), Algorithm 1):
   input              mixup at 0 (4)            -                 -            mix(y, y')
   latent             -                         -                 mixup (6)    mix(y, y')
   feature            -                         align A' onto A,  -            mix(y, y')
-                                               mix (13)
-  feature_reversed   -                         align A onto A',  -            mix(y', y)
-                                               mix (14)
+                                               mix(A, A~) (13)
+  feature_reversed   -                         align A onto A',  -            mix(y, y')
+                                               mix(A~', A') (14)
   layer<k>           mixup after stage k       -                 -            mix(y, y')
   cutmix             box of x' pasted in x     -                 -            lam from box
 
-With `align=False` feature modes mix A without aligning it; with `align_latent=True` a
-tensor Z is aligned (13) before it is mixed. Only clean steps get the reconstruction (and
+Both feature modes solve one plan of M(A, A') (`alignment`) and use it one way or the other
+(`Mode.reverse`, looked up on the device: the step holds one Sinkhorn loop for both); (14)
+is written as the authors' code computes it, lam weighing what comes from x
+(`mixup.aligned_feature_mix`).
+With `align=False` both feature modes mix A without aligning it (and are then the same);
+with `align_latent=True` a tensor Z is aligned (13) before it is mixed. Only clean steps get the reconstruction (and
 KL) loss; mixed ones get cross-entropy against the mixed targets only (7).
 
 A method (`config.mixup.method`) is a table of (mode, probability): `method_table(config)`.
@@ -34,9 +38,9 @@ METHODS = ('alignmix', 'alignmix_official', 'vanilla', 'input_mixup', 'manifold_
 KEEP = 'keep'  # Leave the activations (or targets) as they are.
 MIXUP = 'mixup'  # mix_lam(h, h'), h' = h[perm].
 CUTMIX = 'cutmix'  # Paste the box of x' into x.
-ALIGN = 'align'  # (13): align h' onto h, then mix_lam(h, aligned).
-ALIGN_REVERSED = 'align_reversed'  # (14): align h onto h', then mix_lam(h', aligned).
-MIXUP_REVERSED = 'mixup_reversed'  # mix_lam(h', h): (14) without the alignment.
+# (13): align h' onto h, then mix_lam(h, aligned); with `Mode.reverse`, (14): align h onto
+# h', then mix_lam(aligned, h').
+ALIGN = 'align'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,17 +49,18 @@ class Mode:
   name: str
   layer: Optional[int] = None  # Stage of E whose output (0: x) is mixed.
   layer_op: str = KEEP  # MIXUP or CUTMIX at `layer`.
-  features_op: str = KEEP  # At A: MIXUP, MIXUP_REVERSED, ALIGN or ALIGN_REVERSED.
+  features_op: str = KEEP  # At A: MIXUP or ALIGN.
   latent_op: str = KEEP  # At z: MIXUP or ALIGN.
+  reverse: bool = False  # ALIGN at A is (14), not (13).
 
   @property
   def clean(self):
     return self.layer is None and self.features_op == KEEP and self.latent_op == KEEP
 
   @property
-  def reversed(self):
-    """Targets mix(y', y): the partner keeps its positions (14)."""
-    return self.features_op in (ALIGN_REVERSED, MIXUP_REVERSED)
+  def aligns(self):
+    """Whether the mode solves a transport plan (feature or latent alignment)."""
+    return ALIGN in (self.features_op, self.latent_op)
 
 
 def mode(name, *, align=True, align_latent=False):
@@ -71,7 +76,7 @@ def mode(name, *, align=True, align_latent=False):
   if name == 'feature':
     return Mode(name, features_op=ALIGN if align else MIXUP)
   if name == 'feature_reversed':
-    return Mode(name, features_op=ALIGN_REVERSED if align else MIXUP_REVERSED)
+    return Mode(name, features_op=ALIGN if align else MIXUP, reverse=align)
   if name.startswith('layer') and name[5:].isdigit() and int(name[5:]) > 0:
     return Mode(name, layer=int(name[5:]), layer_op=MIXUP)
   raise ValueError(f'Unknown mode {name!r}; valid: {", ".join(FIVE_MODES)}, cutmix, '

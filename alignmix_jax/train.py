@@ -30,6 +30,7 @@ from jax.experimental import multihost_utils
 # The input pipeline first: it hides accelerators from TensorFlow before clu's writers
 # (which import TensorFlow) start it.
 from alignmix_jax import input_pipeline  # pylint: disable=g-bad-import-order
+from alignmix_jax import alignment
 from alignmix_jax import checkpointing
 from alignmix_jax import metric_logging
 from alignmix_jax import models
@@ -58,6 +59,7 @@ class StopSignal:
 def check_config(config, num_devices):
   """Raises ValueError for settings that cannot run (before anything is compiled)."""
   modes.method_table(config)  # Unknown method or bad mode weights.
+  alignment.check_settings(config.mixup.sinkhorn_eps, config.mixup.sinkhorn_iters)
   if config.batch_size % num_devices:
     raise ValueError(f'batch_size={config.batch_size} must be a multiple of the number of '
                      f'devices ({num_devices}).')
@@ -71,25 +73,30 @@ def check_config(config, num_devices):
         'metrics over the same windows as an uninterrupted one.')
 
 
-def summarize_window(metrics, table):
+def summarize_window(metrics, table_modes):
   """Scalars of the steps since the last write, from their stacked per-step metrics.
 
   `train/loss`, `train/ce` and `train/lam` average all steps; `train/loss_<mode>` and
-  `train/mode_fraction/<mode>` split them by the mode drawn; `train/reconstruction` and
-  `train/kl` average the clean steps (they are 0 in mixed ones).
+  `train/mode_fraction/<mode>` split them by the mode drawn (`table_modes`: the
+  `modes.Mode`s of the method's table, in order); `train/reconstruction` and `train/kl`
+  average the clean steps (they are 0 in mixed ones); `train/sinkhorn_row_error` averages
+  the steps that align (each step's largest `|sum_j R_ij - 1|` over the global batch).
   """
   drawn = metrics['mode'].astype(int)
   scalars = {f'train/{name}': float(np.mean(metrics[name])) for name in ('loss', 'ce', 'lam')}
   scalars.update({f'train/{name}': float(metrics[name][-1])
                   for name in metrics if name.endswith('learning_rate')})
-  for index, (mode, _) in enumerate(table):
+  for index, mode in enumerate(table_modes):
     chosen = drawn == index
-    scalars[f'train/mode_fraction/{mode}'] = float(np.mean(chosen))
+    scalars[f'train/mode_fraction/{mode.name}'] = float(np.mean(chosen))
     if chosen.any():
-      scalars[f'train/loss_{mode}'] = float(np.mean(metrics['loss'][chosen]))
-      if mode == 'clean':
+      scalars[f'train/loss_{mode.name}'] = float(np.mean(metrics['loss'][chosen]))
+      if mode.clean:
         for name in ('reconstruction', 'kl'):
           scalars[f'train/{name}'] = float(np.mean(metrics[name][chosen]))
+  aligned = np.isin(drawn, [index for index, mode in enumerate(table_modes) if mode.aligns])
+  if aligned.any():
+    scalars['train/sinkhorn_row_error'] = float(np.mean(metrics['sinkhorn_row_error'][aligned]))
   return scalars
 
 
@@ -160,7 +167,7 @@ def _train(config, workdir, mesh, stop):
                config.mixup.method, num_steps, steps_per_epoch, config.batch_size, mesh.size,
                modes.method_table(config))
 
-  table = modes.method_table(config)
+  table_modes = modes.table_modes(config)
   train_fn = parallel.shard_map_step(
       train_step_lib.make_train_step(config, model, schedules), mesh)
   eval_fn = parallel.shard_map_eval(
@@ -190,7 +197,7 @@ def _train(config, workdir, mesh, stop):
               f'stops. The checkpoints in {checkpoints.directory} hold the last good '
               f'states (latest: step {checkpoints.latest_step()}). Lower '
               'optimizer.learning_rate or check the data, then restart.')
-        writer.write_scalars(done, summarize_window(stacked, table))
+        writer.write_scalars(done, summarize_window(stacked, table_modes))
       if done % eval_every == 0 or done == num_steps:
         scalars = evaluate_top1(eval_fn, state.variables(), config, mesh)
         progress['best_top1'] = max(progress['best_top1'], scalars['test/top1'])

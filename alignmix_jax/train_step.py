@@ -26,6 +26,7 @@ import ml_collections
 import optax
 from jax import lax
 
+from alignmix_jax import alignment
 from alignmix_jax import mixup
 from alignmix_jax import modes as modes_lib
 
@@ -68,6 +69,7 @@ def step_settings(config):
   """The static (hashable) settings of the step, from `config.mixup`."""
   return ml_collections.FrozenConfigDict({
       'sinkhorn_eps': config.mixup.sinkhorn_eps, 'sinkhorn_iters': config.mixup.sinkhorn_iters,
+      'barycentric_projection': config.mixup.barycentric_projection,
       'reconstruction_weight': config.mixup.reconstruction_weight,
       'reconstruction_loss': config.mixup.reconstruction_loss,
       'kl_weight': config.mixup.kl_weight})
@@ -158,17 +160,28 @@ def _loss_if(pred, loss_fn, params, inputs, *, skipped):
   return gated(params, inputs)
 
 
-def _operations(lam, perm, box_rng, settings):
-  """The operations at a mixing point, on activations `[B, ...]` or pytrees of them."""
-  align = dict(eps=settings.sinkhorn_eps, num_iters=settings.sinkhorn_iters)
+def _operations(lam, perm, box_rng, settings, reverse=False):
+  """The operations at a mixing point, on activations `[B, ...]` or pytrees of them.
+
+  Each returns `(h, row_error)`: the mixed activations and `alignment.row_error` of the
+  assignments R it solved (0 for the operations that align nothing). `reverse` (a bool, or
+  a boolean scalar decided on the device) makes ALIGN (14) instead of (13).
+  """
+  def aligned(h):
+    mixed, weights = mixup.aligned_feature_mix(
+        lam, h, perm, reverse=reverse, eps=settings.sinkhorn_eps,
+        num_iters=settings.sinkhorn_iters, barycentric=settings.barycentric_projection)
+    return mixed, alignment.row_error(weights)
+
+  def unaligned(operation):
+    # The zero varies over `batch` like the aligned branches' errors (lax.switch types).
+    return lambda h: (operation(h), _varying(jnp.float32(0)))
+
   return {
-      modes_lib.KEEP: lambda h: h,
-      modes_lib.MIXUP: lambda h: mixup.mix_with_partner(lam, h, perm),
-      modes_lib.MIXUP_REVERSED: lambda h: mixup.mix(lam, mixup.partner_of(h, perm), h),
-      modes_lib.CUTMIX: lambda h: mixup.cutmix(box_rng, lam, h, perm)[0],
-      modes_lib.ALIGN: lambda h: mixup.aligned_feature_mix(lam, h, perm, **align)[0],
-      modes_lib.ALIGN_REVERSED: lambda h: mixup.aligned_feature_mix(
-          lam, h, perm, reverse=True, **align)[0],
+      modes_lib.KEEP: unaligned(lambda h: h),
+      modes_lib.MIXUP: unaligned(lambda h: mixup.mix_with_partner(lam, h, perm)),
+      modes_lib.CUTMIX: unaligned(lambda h: mixup.cutmix(box_rng, lam, h, perm)[0]),
+      modes_lib.ALIGN: aligned,
   }
 
 
@@ -178,7 +191,7 @@ def _target_op(mode):
     return modes_lib.KEEP
   if mode.layer_op == modes_lib.CUTMIX:
     return modes_lib.CUTMIX
-  return modes_lib.MIXUP_REVERSED if mode.reversed else modes_lib.MIXUP
+  return modes_lib.MIXUP
 
 
 def mode_loss(params, batch_stats, images, targets, *, mode, lam, perm, box_rng,
@@ -187,8 +200,9 @@ def mode_loss(params, batch_stats, images, targets, *, mode, lam, perm, box_rng,
 
   Returns:
     `(loss, (aux, batch_stats))`: aux holds ce, reconstruction and kl (0 outside clean
-    steps, and where their weights are 0: then the decoder does not run), batch_stats the
-    updated BatchNorm statistics.
+    steps, and where their weights are 0: then the decoder does not run) and
+    sinkhorn_row_error (`alignment.row_error` over this device's pairs in steps that align,
+    else 0), batch_stats the updated BatchNorm statistics.
   """
   variables = {'params': params, 'batch_stats': batch_stats}
   operations = _operations(lam, perm, box_rng, settings)
@@ -196,21 +210,28 @@ def mode_loss(params, batch_stats, images, targets, *, mode, lam, perm, box_rng,
                                else modes_lib.KEEP, operations)
               for stage in {m.layer for m in modes if m.layer is not None}}
   lam_box = mixup.cutmix_box(box_rng, lam, images.shape[1], images.shape[2])[1]
-  target_operations = dict(operations, **{modes_lib.CUTMIX: lambda y: mixup.mix_labels(
-      lam_box, y, perm)})
-  targets = _dispatch(mode, modes, _target_op, target_operations)(targets)
+  target_operations = dict(operations, **{modes_lib.CUTMIX: lambda y: (mixup.mix_labels(
+      lam_box, y, perm), _varying(jnp.float32(0)))})
+  targets, _ = _dispatch(mode, modes, _target_op, target_operations)(targets)
 
   features, updated = model.apply(
-      variables, images, True, lambda k, h: at_stage[k](h) if k in at_stage else h,
+      variables, images, True, lambda k, h: at_stage[k](h)[0] if k in at_stage else h,
       method='features', mutable=['batch_stats'])
-  features = _dispatch(mode, modes, lambda m: m.features_op, operations)(features)
+  directions = sorted({m.reverse for m in modes if m.features_op == modes_lib.ALIGN})
+  reverse = (jnp.asarray([m.reverse for m in modes])[mode] if len(directions) > 1
+             else bool(directions and directions[0]))
+  features, features_error = _dispatch(
+      mode, modes, lambda m: m.features_op,
+      _operations(lam, perm, box_rng, settings, reverse))(features)
   latent = model.apply(variables, features, True, method='latent')
-  mixed_latent = _dispatch(mode, modes, lambda m: m.latent_op, operations)(latent)
+  mixed_latent, latent_error = _dispatch(mode, modes, lambda m: m.latent_op,
+                                         operations)(latent)
   logits = model.apply(variables, mixed_latent, True, method='classify',
                        rngs={'reparam': reparam_rng})
   ce = cross_entropy(logits, targets)
   batch_stats = dict(updated['batch_stats'])
-  aux = {'ce': ce, 'reconstruction': jnp.float32(0), 'kl': jnp.float32(0)}
+  aux = {'ce': ce, 'reconstruction': jnp.float32(0), 'kl': jnp.float32(0),
+         'sinkhorn_row_error': jnp.maximum(features_error, latent_error)}
   decoder_loss = settings.reconstruction_weight or (model.autoencoder == 'vae'
                                                  and settings.kl_weight)
   if model.autoencoder == 'none' or not decoder_loss or not any(m.clean for m in modes):
@@ -249,7 +270,9 @@ def train_step(state, batch, *, model, table, settings, alpha, num_classes, sche
 
   Returns:
     `(new_state, metrics)`, metrics averaged over the devices: loss, ce, reconstruction, kl,
-    lam, mode (index into `table`), nonfinite (0 or 1) and the learning rates.
+    lam, mode (index into `table`), nonfinite (0 or 1) and the learning rates; and
+    sinkhorn_row_error, the largest `|sum_j R_ij - 1|` over every pair of the global batch
+    in steps that align (0 in the others).
   """
   images, targets = batch['image'], mixup.one_hot(batch['label'], num_classes)
   mode, lam, device_rng = draw(jax.random.fold_in(state.rng, state.step), table, alpha)
@@ -272,8 +295,9 @@ def train_step(state, batch, *, model, table, settings, alpha, num_classes, sche
                           batch_stats=batch_stats, opt_state=opt_state)
   finite = jnp.isfinite(loss) & _all_finite(grads)
   new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
+  row_error = lax.pmax(aux.pop('sinkhorn_row_error'), AXIS)
   metrics = {'loss': loss, **lax.pmean(aux, AXIS), 'lam': lam, 'mode': mode,
-             'nonfinite': 1 - finite.astype(jnp.int32)}
+             'sinkhorn_row_error': row_error, 'nonfinite': 1 - finite.astype(jnp.int32)}
   metrics.update({name: schedule(state.step) for name, schedule in schedules.items()})
   return new_state, metrics
 
@@ -295,6 +319,7 @@ def make_train_step(config, model, schedules):
   """`train_step` with the config's static settings bound."""
   table = tuple(zip(modes_lib.table_modes(config),
                     (p for _, p in modes_lib.method_table(config))))
+  alignment.check_settings(config.mixup.sinkhorn_eps, config.mixup.sinkhorn_iters)
   if config.mixup.reconstruction_loss not in RECONSTRUCTION_LOSSES:
     raise ValueError(f'Unknown mixup.reconstruction_loss {config.mixup.reconstruction_loss!r}; '
                      f'valid: {", ".join(RECONSTRUCTION_LOSSES)}.')

@@ -8,10 +8,12 @@ M = `cost`, P* = `plan`. The mixup operator is mix_lam(a, b) = lam a + (1 - lam)
 Figure 3 (`interpolation_rows`, `plot_interpolations`), decoded through D for each lam:
   (a) latent mixup          D(mix_lam(z, z'))
   (b) aligned (13)          D(e(mix_lam(A, A~)))     A~  = A' moved onto A's positions (11)
-  (c) aligned (14)          D(e(mix_lam(A', A~')))   A~' = A moved onto A''s positions (12)
-Row (c) is drawn at 1 - lam, so that every row runs from x (lam = 1) to x' (lam = 0).
+  (c) aligned (14)          D(e(mix_lam(A~', A')))   A~' = A moved onto A''s positions (12)
+Row (c) is (14) as the authors compute it (the paper writes mix_lam(A', A~'), the same at
+1 - lam), so that every row runs from x (lam = 1) to x' (lam = 0).
 A~ (`alignment.align(A, A')`) keeps A's spatial layout and takes its feature vectors from
-A' (the paper's text calls it "A aligned to A'"); A~' is the same with the pair swapped.
+A' (the paper's text calls it "A aligned to A'"); A~' (`alignment.align(A, A',
+reverse=True)`, the same plan) keeps A''s layout and takes its vectors from A.
 
 Figure 4 (`toy_alignment`, `plot_toy_alignment`): 16 points in 2D per set, each point one
 position of a feature tensor with c = 2 channels; cost (8), Sinkhorn plan (10), and the
@@ -44,7 +46,7 @@ ROWS = (
     ('latent', "(a) latent\n" r"$D(\mathrm{mix}_\lambda(z, z'))$"),
     ('aligned', "(b) aligned (13)\n" r"$D(e(\mathrm{mix}_\lambda(A, \tilde{A})))$"),
     ('aligned_reversed',
-     "(c) aligned (14)\n" r"$D(e(\mathrm{mix}_{1-\lambda}(A', \tilde{A}')))$"),
+     "(c) aligned (14)\n" r"$D(e(\mathrm{mix}_\lambda(\tilde{A}', A')))$"),
 )
 # The small model of `train_small` (see `small_config`).
 SMALL_MAX_WIDTH = 8
@@ -173,16 +175,16 @@ def aligned_mixed_features(model, variables, x, x_prime, lams, *, reverse=False,
 
   `reverse=False`, (13): mix_lam(A, A~): lam = 1 gives A, lam = 0 gives A~ = A' moved
   onto A's positions (`alignment.align(A, A')`).
-  `reverse=True`, (14): mix_lam(A', A~'): lam = 1 gives A', lam = 0 gives A~' = A moved
-  onto A''s positions (`alignment.align(A', A)`).
+  `reverse=True`, (14): mix_lam(A~', A'): lam = 1 gives A~' = A moved onto A''s
+  positions (`alignment.align(A, A', reverse=True)`), lam = 0 gives A'.
   The alignment does not depend on lam and is computed once.
   """
   features = _features(model, variables, jnp.stack([x, x_prime]))
   perm = jnp.array([1, 0], jnp.int32)
 
   def one(lam):
-    mixed, _, _ = mixup.aligned_feature_mix(lam, features, perm, reverse=reverse, eps=eps,
-                                            num_iters=num_iters)
+    mixed, _ = mixup.aligned_feature_mix(lam, features, perm, reverse=reverse, eps=eps,
+                                         num_iters=num_iters)
     return mixed[0]
 
   return jax.vmap(one)(jnp.asarray(lams, jnp.float32))
@@ -197,7 +199,7 @@ def interpolation_rows(model, variables, x, x_prime, lams, *, eps=0.1, num_iters
     'latent'            (a) D(mix_lam(z, z')): lam = 1 is x_hat, lam = 0 is x_hat'.
     'aligned'           (b) (13) at lam, D(e(mix_lam(A, A~))): lam = 1 is x_hat,
                         lam = 0 is D(e(A~)), x''s features in x's layout.
-    'aligned_reversed'  (c) (14) at 1 - lam, D(e(mix_{1-lam}(A', A~'))): lam = 1 is
+    'aligned_reversed'  (c) (14), D(e(mix_lam(A~', A'))): lam = 1 is
                         D(e(A~')), x's features in x''s layout, lam = 0 is x_hat'.
 
   Args:
@@ -214,7 +216,7 @@ def interpolation_rows(model, variables, x, x_prime, lams, *, eps=0.1, num_iters
       'latent': model.apply(variables, mixed_latents(model, variables, x, x_prime, lams),
                             False, method='decode'),
       'aligned': _decode(model, variables, align(lams)),
-      'aligned_reversed': _decode(model, variables, align(1.0 - lams, reverse=True)),
+      'aligned_reversed': _decode(model, variables, align(lams, reverse=True)),
   }
 
 

@@ -49,6 +49,10 @@ def get_config():
   config.model = ml_collections.ConfigDict()
   config.model.name = 'preactresnet18'  # preactresnet18 | wrn16_8 | resnet50 | vgg_gap
   config.model.width = 64  # Base width; 64 for PreActResNet18 and ResNet-50. Tests shrink it.
+  # PreActResNet18's identity shortcut: 'authors' adds the pre-activated relu(bn1(x)) (the
+  # authors' code, behind the paper's numbers); 'standard' adds x (He et al. 2016, the
+  # PreActResNet of PuzzleMix, Co-Mixup, OpenMixup).
+  config.model.preact_shortcut = 'authors'
   config.model.autoencoder = 'ae'  # ae | vae | none
   config.model.latent = 'vector'  # vector (fc A -> z) | tensor (Z: conv 2x2 stride 2)
   config.model.latent_dim = 0  # d of z; 0: d = c (vector z) or c / 4 (tensor Z).
@@ -69,8 +73,14 @@ def get_config():
   config.mixup.mode_weights = (1.0, 1.0, 1.0, 1.0, 1.0)
   config.mixup.align = True  # Align A before mixing it (False: plain feature mixup).
   config.mixup.align_latent = False  # Align a tensor latent Z before mixing it ((13)).
+  # Sinkhorn (paper and authors' code: eps 0.1, 100 iterations, one plan per pair for both
+  # (13) and (14)). On real features it does not converge in 100 iterations (the metric
+  # train/sinkhorn_row_error shows how far); barycentric_projection=True divides R by the
+  # marginal each direction sums over, so that every aligned vector is a convex combination
+  # (an ablation; the authors do not).
   config.mixup.sinkhorn_eps = 0.1
   config.mixup.sinkhorn_iters = 100
+  config.mixup.barycentric_projection = False
   config.mixup.reconstruction_weight = 1.0
   # Lr of (1) per example: 'mean', the squared error averaged over pixels and channels
   # (PyTorch's MSELoss); 'sum', the squared Euclidean distance ||x - x_hat||^2 as the

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from alignmix_jax import alignment
+import authors_numpy
 
 
 def _features(seed, shape, scale=1.0):
@@ -27,6 +28,17 @@ def _reference_plan(cost, eps, iters=20_000):
     u = -np.log(r) - lse(log_kernel + v[None, :], 1)
     v = -np.log(s) - lse(log_kernel + u[:, None], 0)
   return np.exp(log_kernel + u[:, None] + v[None, :])
+
+
+def _relu_features(seed, scale, batch=2, h=4, w=4, c=64):
+  """Feature tensors like a ReLU network's: non-negative, a spatial pattern shared by the
+  batch, magnitudes varying over the positions. At scale 0.3 the squared distances are
+  ~50 (cost / eps ~500 at eps 0.1) and 100 iterations leave rows of R summing to up to 3
+  (the regime of real features); at 0.03 Sinkhorn converges."""
+  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+  pattern = jax.random.normal(k1, (1, h, w, c))
+  magnitude = jnp.exp(jax.random.normal(k3, (batch, h, w, 1)))
+  return scale * magnitude * jax.nn.relu(pattern + jax.random.normal(k2, (batch, h, w, c)))
 
 
 def test_cost_matrix_is_squared_euclidean():
@@ -171,3 +183,76 @@ def test_shape_errors_name_the_problem():
     alignment.align(jnp.zeros((4, 4, 8)), jnp.zeros((2, 2, 8)))
   with pytest.raises(ValueError, match=r'\[B, H, W, C\]'):
     alignment.batched_align(jnp.zeros((4, 4, 8)), jnp.zeros((4, 4, 8)))
+
+
+@pytest.mark.parametrize('scale', [0.03, 0.3])
+def test_both_directions_equal_the_authors_one_plan_at_100_iterations(scale):
+  """(13) and (14) from one plan of M(A, A'), at the paper's eps and 100 iterations: equal to
+  the authors' loop, converged or not (scale 0.3: rows of R far from 1)."""
+  features = _relu_features(20, scale)
+  a, a_prime = features[0], features[1]
+  tilde, tilde_prime, weights = authors_numpy.alignments(a, a_prime)
+  row_error = np.abs(weights.sum(1) - 1).max()
+  if scale == 0.3:
+    assert row_error > 1.0  # Far from converged: the setting the authors' code runs in.
+  else:
+    assert row_error < 1e-5
+  np.testing.assert_allclose(alignment.assignment(a, a_prime), weights, rtol=1e-4, atol=1e-5)
+  top = float(np.abs(features).max())
+  np.testing.assert_allclose(alignment.align(a, a_prime), tilde, atol=1e-5 * top)
+  np.testing.assert_allclose(alignment.align(a, a_prime, reverse=True), tilde_prime,
+                             atol=1e-5 * top)
+  np.testing.assert_allclose(alignment.row_error(alignment.assignment(a, a_prime)), row_error,
+                             rtol=1e-4, atol=1e-6)
+
+
+def test_reverse_uses_the_same_plan_not_a_second_sinkhorn():
+  """(14) is A moved by the columns of R(A, A'), which differs from re-solving Sinkhorn on the
+  swapped pair when 100 iterations do not converge (what Algorithm 1's swap would do)."""
+  features = _relu_features(21, 0.3)
+  a, a_prime = features[0], features[1]
+  reverse = np.asarray(alignment.align(a, a_prime, reverse=True))
+  resolved = np.asarray(alignment.align(a_prime, a))
+  weights = np.asarray(alignment.assignment(a, a_prime))
+  np.testing.assert_allclose(reverse, (weights.T @ np.asarray(a).reshape(16, -1)).reshape(
+      a.shape), rtol=1e-5, atol=1e-5)
+  assert np.abs(reverse - resolved).max() > 0.1 * np.abs(features).max()
+  # Columns of R sum to 1 (the last update), so every vector of (14) is a convex
+  # combination of A's: each channel lies within A's range over the positions.
+  np.testing.assert_allclose(weights.sum(0), 1.0, atol=1e-4)
+  flat = np.asarray(a).reshape(16, -1)
+  assert (reverse.reshape(16, -1) <= flat.max(0) + 1e-4).all()
+  assert (reverse.reshape(16, -1) >= flat.min(0) - 1e-4).all()
+
+
+@pytest.mark.parametrize('reverse', [False, True])
+def test_barycentric_projection_normalises_the_used_marginal(reverse):
+  features = _relu_features(20, 0.3)
+  a, a_prime = features[0], features[1]
+  weights = np.asarray(alignment.assignment(a, a_prime), np.float64)
+  used = weights.T if reverse else weights  # Row i of `used` makes aligned vector i.
+  moved = np.asarray(a if reverse else a_prime, np.float64).reshape(16, -1)
+  expected = (used / used.sum(1, keepdims=True)) @ moved
+  got = alignment.align(a, a_prime, reverse=reverse, barycentric=True)
+  np.testing.assert_allclose(np.asarray(got).reshape(16, -1), expected, rtol=1e-5, atol=1e-5)
+  # Every aligned vector is a convex combination, even though the rows of R are far from 1.
+  assert (np.asarray(got).reshape(16, -1) <= moved.max(0) + 1e-4).all()
+  if not reverse:
+    assert np.abs(weights.sum(1) - 1).max() > 1.0
+    plain = np.asarray(alignment.align(a, a_prime)).reshape(16, -1)
+    assert (plain > moved.max(0) + 1e-3).any()  # Without it, (13) leaves A''s range.
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    ({'eps': 0.0}, 'eps must be a positive number'),
+    ({'eps': -0.1}, 'eps must be a positive number'),
+    ({'num_iters': 0}, 'num_iters must be an int >= 1'),
+    ({'num_iters': 2.5}, 'num_iters must be an int >= 1'),
+    ({'tol': 0.0}, 'tol must be None or a positive number'),
+])
+def test_bad_sinkhorn_settings_are_rejected(kwargs, message):
+  cost = jnp.ones((4, 4))
+  with pytest.raises(ValueError, match=message):
+    alignment.sinkhorn(cost, **kwargs)
+  with pytest.raises(ValueError, match=message):
+    alignment.batched_align(jnp.ones((2, 2, 2, 3)), jnp.ones((2, 2, 2, 3)), **kwargs)

@@ -22,6 +22,7 @@ import optax
 import pytest
 from jax import lax
 
+import authors_numpy
 from alignmix_jax import models
 from alignmix_jax.models import layers
 from alignmix_jax.models import summary
@@ -412,6 +413,83 @@ def test_batchnorm_follows_pytorch_and_padding_is_symmetric():
   activated = np.maximum(block['bn1']['__call__'][0], 0)
   strided = numpy_conv(activated, params['layer2_0']['conv1']['kernel'], 2)
   np.testing.assert_allclose(block['conv1']['__call__'][0], strided, rtol=1e-4, atol=1e-4)
+
+
+def _with_random_batchnorms(variables, seed):
+  """`variables` with every BatchNorm's scale, bias and running statistics drawn at random
+  (initialised ones are 1, 0, 0 and 1, which would hide a misplaced BN)."""
+  rng = np.random.default_rng(seed)
+
+  def visit(tree):
+    if not isinstance(tree, dict):
+      return tree
+    if 'scale' in tree:
+      return {'scale': rng.uniform(0.5, 1.5, tree['scale'].shape).astype(np.float32),
+              'bias': rng.normal(0.0, 0.2, tree['bias'].shape).astype(np.float32)}
+    if 'var' in tree:
+      return {'mean': rng.normal(0.0, 0.2, tree['mean'].shape).astype(np.float32),
+              'var': rng.uniform(0.5, 1.5, tree['var'].shape).astype(np.float32)}
+    return {name: visit(value) for name, value in tree.items()}
+
+  return {'params': visit(jax.device_get(variables['params'])),
+          'batch_stats': visit(jax.device_get(variables['batch_stats']))}
+
+
+AUTHORS_ENCODERS = {
+    'preactresnet18': authors_numpy.preact_resnet18,
+    'wrn16_8': authors_numpy.wide_resnet16_8,
+    'resnet50': authors_numpy.resnet50,
+}
+
+
+@pytest.mark.parametrize('train', [False, True], ids=['eval', 'train'])
+@pytest.mark.parametrize('name,image_size,shortcut', [
+    ('preactresnet18', 16, 'authors'),
+    ('preactresnet18', 16, 'standard'),
+    ('wrn16_8', 16, 'authors'),
+    ('resnet50', 64, 'authors'),
+])
+def test_encoders_compute_the_authors_definitions(name, image_size, shortcut, train):
+  """A and the logits of our encoders (width 4, the classifier on the pooled A) against the
+  authors' definitions written in NumPy (`authors_numpy`), on the same weights, with random
+  BatchNorm parameters and statistics; BN with running (eval) or batch (train) statistics."""
+  model = models.create_model(_config(name, image_size, autoencoder='none',
+                                      preact_shortcut=shortcut))
+  x = _images(image_size, batch=3, seed=7)
+  init = _quick_jit(functools.partial(model.init, train=False))
+  variables = _with_random_batchnorms(init({'params': _key(1), 'reparam': _key(2)}, x), 3)
+  features = model.apply(variables, x, train, method='features',
+                         mutable=['batch_stats'] if train else False)
+  features = features[0] if train else features
+  logits = model.apply(variables, model.apply(variables, features, train, method='latent'),
+                       train, method='classify')
+
+  params = authors_numpy.as_numpy(variables['params'])
+  stats = authors_numpy.as_numpy(variables['batch_stats'])
+  normalized = (np.asarray(x, np.float64) - np.array([0.4914, 0.4822, 0.4465])) / np.array(
+      [0.2023, 0.1994, 0.2010])
+  kwargs = {'shortcut': shortcut} if name == 'preactresnet18' else {}
+  expected = AUTHORS_ENCODERS[name](normalized, params['encoder'], stats['encoder'], train,
+                                    **kwargs)
+  # float32 round-off; batch statistics of few values (train mode) amplify it.
+  tolerance = 1e-4 if train else 2e-5
+  top = np.abs(expected).max()
+  np.testing.assert_allclose(features, expected, atol=tolerance * top)
+  expected_logits = authors_numpy.classifier(expected, params['classifier']['fc'])
+  np.testing.assert_allclose(logits, expected_logits,
+                             atol=tolerance * np.abs(expected_logits).max())
+  if name == 'preactresnet18':  # The other shortcut is a different function (the test bites).
+    other = authors_numpy.preact_resnet18(
+        normalized, params['encoder'], stats['encoder'], train,
+        shortcut='standard' if shortcut == 'authors' else 'authors')
+    assert np.abs(other - expected).max() > 0.05 * top
+
+
+def test_preact_shortcut_is_checked():
+  with pytest.raises(ValueError, match="model.preact_shortcut='x'; valid: authors, standard"):
+    models.create_model(_config(preact_shortcut='x'))
+  with pytest.raises(ValueError, match='applies to preactresnet18 only'):
+    models.create_model(_config('wrn16_8', preact_shortcut='standard'))
 
 
 def test_wrn_final_batchnorm_keeps_the_authors_momentum():

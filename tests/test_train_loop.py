@@ -17,6 +17,7 @@ import tiny_config
 from alignmix_jax import checkpointing
 from alignmix_jax import metric_logging
 from alignmix_jax import models
+from alignmix_jax import modes
 from alignmix_jax import optim
 from alignmix_jax import parallel
 from alignmix_jax import train
@@ -182,12 +183,34 @@ def test_two_processes_train_in_lockstep_like_one_process_with_two_devices(tmp_p
     ('model.name', 'resnet9', 'Unknown model.name'),
     ('dataset.name', 'svhn', 'svhn'),
     ('batch_size', 15, 'multiple of the number of devices'),
+    ('mixup.sinkhorn_eps', 0.0, 'eps must be a positive number'),
+    ('mixup.sinkhorn_iters', 0, 'num_iters must be an int >= 1'),
+    ('model.preact_shortcut', 'post', 'valid: authors, standard'),
 ])
 def test_bad_names_and_settings_fail_fast_with_the_valid_choices(tmp_path, field, value,
                                                                  message):
   config = tiny_config.with_overrides(**{field: value})
   with pytest.raises(ValueError, match=message):
     train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_window_summary_splits_by_mode_and_averages_the_row_error_of_aligning_steps():
+  table_modes = modes.table_modes(tiny_config.get_config())  # The five modes.
+  names = [mode.name for mode in table_modes]
+  drawn = [names.index(n) for n in ('clean', 'feature', 'feature_reversed', 'input')]
+  metrics = {'mode': np.array(drawn), 'loss': np.array([1.0, 2.0, 3.0, 4.0]),
+             'ce': np.array([0.5, 2.0, 3.0, 4.0]), 'lam': np.array([0.1, 0.2, 0.3, 0.4]),
+             'reconstruction': np.array([0.25, 0.0, 0.0, 0.0]), 'kl': np.zeros(4),
+             'sinkhorn_row_error': np.array([0.0, 0.5, 0.7, 0.0]),
+             'learning_rate': np.array([0.1, 0.1, 0.1, 0.05])}
+  scalars = train.summarize_window(metrics, table_modes)
+  assert scalars['train/loss'] == 2.5 and scalars['train/learning_rate'] == 0.05
+  assert scalars['train/loss_feature_reversed'] == 3.0 and 'train/loss_latent' not in scalars
+  assert scalars['train/mode_fraction/feature'] == 0.25
+  assert scalars['train/reconstruction'] == 0.25
+  np.testing.assert_allclose(scalars['train/sinkhorn_row_error'], 0.6)  # Mean of 0.5, 0.7.
+  unaligned = {**metrics, 'mode': np.array([drawn[0], drawn[3], drawn[3], drawn[0]])}
+  assert 'train/sinkhorn_row_error' not in train.summarize_window(unaligned, table_modes)
 
 
 def test_config_json_and_metrics_are_written(tmp_path):

@@ -8,7 +8,7 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 
 import tiny_config
-from alignmix_jax import alignment
+import authors_numpy
 from alignmix_jax import mixup
 from alignmix_jax import models
 from alignmix_jax import modes
@@ -82,7 +82,9 @@ def test_baseline_losses_are_finite_and_fall(overrides):
 
 
 def _expected_loss(config, model, variables, images, labels, name, lam, perm, reparam_rng):
-  """One device's loss of mode `name`, written out with plain formulas (Algorithm 1)."""
+  """One device's loss of mode `name`, written out with plain formulas (Algorithm 1; the
+  feature modes as the authors' code, `authors_numpy`), and the largest row error of its
+  assignments R (0 for modes that do not align): `(loss, row_error)`."""
   y = np.eye(config.dataset.num_classes, dtype=np.float32)[labels]
   y_mixed = lam * y + (1 - lam) * y[perm]
 
@@ -109,20 +111,21 @@ def _expected_loss(config, model, variables, images, labels, name, lam, perm, re
     reconstruction = float(np.mean(np.sum(squared, axis=(1, 2, 3))
                                    if config.mixup.reconstruction_loss == 'sum'
                                    else squared))
-    return ce(classify(z), y) + config.mixup.reconstruction_weight * reconstruction
+    return ce(classify(z), y) + config.mixup.reconstruction_weight * reconstruction, 0.0
   if name == 'input':
-    return ce(classify(latent(features(lam * images + (1 - lam) * images[perm]))), y_mixed)
+    return ce(classify(latent(features(lam * images + (1 - lam) * images[perm]))),
+              y_mixed), 0.0
   if name == 'latent':
     z = latent(features(images))
-    return ce(classify(lam * z + (1 - lam) * z[perm]), y_mixed)
-  a = features(images)
-  iters = dict(num_iters=config.mixup.sinkhorn_iters)
-  if name == 'feature':  # (13)
-    mixed = lam * a + (1 - lam) * alignment.batched_align(a, a[perm], **iters)
-    return ce(classify(latent(mixed)), y_mixed)
-  assert name == 'feature_reversed'  # (14)
-  mixed = lam * a[perm] + (1 - lam) * alignment.batched_align(a[perm], a, **iters)
-  return ce(classify(latent(mixed)), lam * y[perm] + (1 - lam) * y)
+    return ce(classify(lam * z + (1 - lam) * z[perm]), y_mixed), 0.0
+  assert name in ('feature', 'feature_reversed')  # (13), (14)
+  a = np.asarray(features(images))
+  iters = config.mixup.sinkhorn_iters
+  mixed = authors_numpy.aligned_mixup(a, perm, lam, name == 'feature_reversed', iters=iters,
+                                      barycentric=config.mixup.barycentric_projection)
+  row_error = max(np.abs(authors_numpy.alignments(a[i], a[j], iters=iters)[2].sum(1) - 1).max()
+                  for i, j in enumerate(perm))
+  return ce(classify(latent(jnp.asarray(mixed, jnp.float32))), y_mixed), row_error
 
 
 def _reference_loss(config, model, state, batch):
@@ -132,14 +135,17 @@ def _reference_loss(config, model, state, batch):
       jax.random.fold_in(state.rng, state.step), table, config.mixup.alpha)
   shards = jax.tree.map(lambda x: np.split(x, NUM_DEVICES), batch)
   variables = jax.device_get(state.variables())
-  losses = []
+  losses, row_errors = [], []
   for device in range(NUM_DEVICES):
     perm_rng, _, reparam_rng = jax.random.split(jax.random.fold_in(device_rng, device), 3)
     images = shards['image'][device]
     perm = np.asarray(mixup.sample_permutation(perm_rng, images.shape[0]))
-    losses.append(_expected_loss(config, model, variables, images, shards['label'][device],
-                                 table[int(mode)][0], float(lam), perm, reparam_rng))
-  return int(mode), float(lam), float(np.mean(losses))
+    loss, row_error = _expected_loss(config, model, variables, images,
+                                     shards['label'][device], table[int(mode)][0],
+                                     float(lam), perm, reparam_rng)
+    losses.append(loss)
+    row_errors.append(row_error)
+  return int(mode), float(lam), float(np.mean(losses)), max(row_errors)
 
 
 def test_the_step_applies_the_mode_and_lam_the_rng_drew(five_mode_run):
@@ -147,12 +153,35 @@ def test_the_step_applies_the_mode_and_lam_the_rng_drew(five_mode_run):
   batch = _batch(config)
   drawn = []
   for state, metrics in zip(states[:8], history[:8]):
-    mode, lam, loss = _reference_loss(config, model, state, batch)
+    mode, lam, loss, row_error = _reference_loss(config, model, state, batch)
     assert int(metrics['mode']) == mode
     np.testing.assert_allclose(metrics['lam'], lam, rtol=1e-6)
     np.testing.assert_allclose(metrics['loss'], loss, rtol=2e-4)
+    np.testing.assert_allclose(metrics['sinkhorn_row_error'], row_error, rtol=1e-3, atol=1e-5)
     drawn.append(mode)
   assert len(set(drawn)) >= 3, drawn  # The draw really varies between steps.
+
+
+@pytest.mark.parametrize('barycentric', [False, True])
+def test_feature_steps_are_the_authors_alignment_and_report_its_row_error(barycentric):
+  """(13) and (14) through the step, one plan per pair at the paper's 100 iterations, with
+  or without the barycentric projection; the metric is the plan's largest row error."""
+  config = tiny_config.with_overrides(**{
+      'mixup.mode_weights': (0, 0, 0, 1.0, 1.0),
+      'mixup.barycentric_projection': barycentric})
+  model, run, states, history = _run(config, steps=4)
+  batch = _batch(config)
+  names = set()
+  for state, metrics in zip(states, history):
+    mode, lam, loss, row_error = _reference_loss(config, model, state, batch)
+    assert int(metrics['mode']) == mode
+    np.testing.assert_allclose(metrics['loss'], loss, rtol=2e-4)
+    np.testing.assert_allclose(metrics['sinkhorn_row_error'], row_error, rtol=1e-3)
+    names.add(mode)
+  assert names == {0, 1}  # Both directions ran.
+  # Even this width-4 network's features (2x2 A): 100 iterations leave rows of R off by
+  # far more than round-off.
+  assert min(m['sinkhorn_row_error'] for m in history) > 1e-3
 
 
 def test_reconstruction_is_reported_and_falls_in_clean_steps(five_mode_run):

@@ -87,16 +87,17 @@ def test_mixed_latents_run_from_z_to_z_prime(tiny):
 def test_aligned_mixed_features_are_13_and_14(tiny, reverse):
   trained, x, x_prime = tiny
   a, a_prime = _encode(trained, x, x_prime)
-  # (13): mix_lam(A, A'-on-A's-positions); (14): mix_lam(A', A-on-A''s-positions).
-  kept, moved = (a_prime, a) if reverse else (a, a_prime)
-  aligned = np.asarray(alignment.align(kept, moved))
+  # One plan of M(A, A'). (13): mix_lam(A, A'-on-A's-positions);
+  # (14): mix_lam(A-on-A''s-positions, A').
+  aligned = np.asarray(alignment.align(a, a_prime, reverse=reverse))
+  first, last = (aligned, a_prime) if reverse else (a, aligned)
   mixed = np.asarray(visualize.aligned_mixed_features(
       trained.model, trained.variables, x, x_prime, LAMS, reverse=reverse))
   assert mixed.shape == (4,) + a.shape
-  assert np.abs(aligned - kept).max() > 100 * TOL  # The endpoints are far apart.
-  np.testing.assert_array_equal(mixed[0], kept)
-  np.testing.assert_allclose(mixed[-1], aligned, atol=TOL)
-  np.testing.assert_allclose(mixed[1], 0.75 * kept + 0.25 * aligned, atol=1e-5)
+  assert np.abs(first - last).max() > 100 * TOL  # The endpoints are far apart.
+  np.testing.assert_allclose(mixed[0], first, atol=TOL)
+  np.testing.assert_allclose(mixed[-1], last, atol=TOL)
+  np.testing.assert_allclose(mixed[1], 0.75 * first + 0.25 * last, atol=1e-5)
 
 
 def test_interpolation_rows_endpoints_shapes_and_range(tiny):
@@ -104,7 +105,8 @@ def test_interpolation_rows_endpoints_shapes_and_range(tiny):
   a, a_prime = _encode(trained, x, x_prime)
   x_hat, x_hat_prime = (_decode_features(trained, f) for f in (a, a_prime))
   moved_to_x = _decode_features(trained, np.asarray(alignment.align(a, a_prime)))
-  moved_to_x_prime = _decode_features(trained, np.asarray(alignment.align(a_prime, a)))
+  moved_to_x_prime = _decode_features(trained, np.asarray(alignment.align(a, a_prime,
+                                                                          reverse=True)))
   rows = visualize.interpolation_rows(trained.model, trained.variables, x, x_prime, LAMS)
   assert sorted(rows) == sorted(key for key, _ in visualize.ROWS)
   for image in rows.values():

@@ -1,8 +1,9 @@
-"""Models: the encoder registry and `create_model(config)` (issue 3).
+"""Models: the encoder registry and `create_model(config)`.
 
-`config.model.name` picks the stage-1 encoder E (`ENCODERS`); `config.model.autoencoder`,
-`latent`, `latent_dim`, `feature_resolution`, `width` and `dtype` shape the rest of
-`network.AlignMixNet`; `config.dataset` gives num_classes, image_size, mean and std.
+`config.model.name` picks the stage-1 encoder E (`ENCODERS`; `preact_shortcut` applies to
+PreActResNet18); `config.model.autoencoder`, `latent`, `latent_dim`, `feature_resolution`,
+`width` and `dtype` shape the rest of `network.AlignMixNet`; `config.dataset` gives
+num_classes, image_size, mean and std.
 
   from alignmix_jax import models
   model = models.create_model(config)
@@ -14,6 +15,7 @@ import jax.numpy as jnp
 from alignmix_jax.models.heads import LATENT_KINDS
 from alignmix_jax.models.network import AUTOENCODERS
 from alignmix_jax.models.network import AlignMixNet
+from alignmix_jax.models.preact_resnet import SHORTCUTS
 from alignmix_jax.models.preact_resnet import PreActResNet18
 from alignmix_jax.models.resnet import ResNet50
 from alignmix_jax.models.vgg import VGGGAP
@@ -75,8 +77,16 @@ def create_model(config):
                      f'downsampling of {model_config.name}.')
   remove_last, feature_pool = _feature_geometry(image_size // stride,
                                                 model_config.feature_resolution)
+  options = {}
+  if model_config.name == 'preactresnet18':
+    _check_choice('model.preact_shortcut', model_config.preact_shortcut, SHORTCUTS)
+    options['shortcut'] = model_config.preact_shortcut
+  elif model_config.preact_shortcut != 'authors':
+    raise ValueError(f'model.preact_shortcut={model_config.preact_shortcut!r} applies to '
+                     f'preactresnet18 only; {model_config.name} is built as the authors\' '
+                     "(or torchvision's) definition. Leave it 'authors'.")
   encoder = encoder_cls(width=width, remove_last_downsampling=remove_last,
-                        dtype=DTYPES[model_config.dtype])
+                        dtype=DTYPES[model_config.dtype], **options)
 
   channels = encoder.out_channels
   tensor = model_config.latent == 'tensor'
