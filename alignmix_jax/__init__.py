@@ -4,5 +4,8 @@ Library entry points:
   alignmix_jax.alignment: Sinkhorn transport plans and feature-tensor alignment.
   alignmix_jax.mixup: input, latent, aligned-feature, manifold and CutMix operators.
   alignmix_jax.models: encoders, decoder, heads and `create_model(config)`.
+  alignmix_jax.data: datasets and batches, on the accelerators or through tf.data.
 Training (`train`, `train_step`, `modes`) and evaluation (`evaluation`) run from `main.py`.
 """
+
+__version__ = '0.2.0'

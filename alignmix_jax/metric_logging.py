@@ -1,59 +1,59 @@
-"""Metric writers: TensorBoard and logging (clu) plus every scalar as a JSON line.
+"""Metric writers without TensorFlow: the log, TensorBoard event files and metrics.jsonl.
 
-`<workdir>/metrics.jsonl` gets one line per `write_scalars` call, `{"step": s, name: value,
-...}`, so a run can be read back without TensorBoard. Only process 0 writes files.
+`create_writer(workdir)` returns a `Writer` whose `write_scalars(step, scalars)` logs one
+line, adds the scalars to TensorBoard event files in `workdir` (tensorboardX, which needs no
+TensorFlow) and appends `{"step": s, name: value, ...}` to `<workdir>/metrics.jsonl`, so a
+run can be read back without TensorBoard. Only process 0 writes files; the others log.
 """
 
 import json
 import os
 
+from absl import logging
 import jax
 import numpy as np
-from clu import metric_writers
-from clu.metric_writers import interface
 
 JSONL = 'metrics.jsonl'
 
 
-class JsonlWriter(interface.MetricWriter):
-  """Appends scalars to a JSON-lines file; every other kind of summary is not written."""
+class Writer:
+  """Scalars to the log and, on process 0, to TensorBoard and (optionally) metrics.jsonl.
 
-  def __init__(self, path):
-    self._path = path
-    self._file = open(path, 'a', encoding='utf-8')
+  Args:
+    logdir: the folder of the TensorBoard event files.
+    jsonl_path: where to append the JSON lines (None: none).
+  """
+
+  def __init__(self, logdir, jsonl_path=None):
+    self._summary, self._jsonl = None, None
+    if jax.process_index() == 0:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._summary = SummaryWriter(logdir, flush_secs=30)
+      if jsonl_path:
+        self._jsonl = open(jsonl_path, 'a', encoding='utf-8')
 
   def write_scalars(self, step, scalars):
-    line = {'step': int(step)}
-    line.update({name: float(np.asarray(value)) for name, value in scalars.items()})
-    self._file.write(json.dumps(line) + '\n')
-    self._file.flush()  # On disk before any later checkpoint, even if the run is killed.
-
-  def write_summaries(self, step, values, metadata=None):
-    del step, values, metadata
-
-  def write_images(self, step, images):
-    del step, images
-
-  def write_videos(self, step, videos):
-    del step, videos
-
-  def write_audios(self, step, audios, *, sample_rate):
-    del step, audios, sample_rate
-
-  def write_texts(self, step, texts):
-    del step, texts
-
-  def write_histograms(self, step, arrays, num_buckets=None):
-    del step, arrays, num_buckets
-
-  def write_hparams(self, hparams):
-    del hparams
+    values = {name: float(np.asarray(value)) for name, value in scalars.items()}
+    logging.info('[%d] %s', step, ', '.join(f'{name} = {value:.6g}'
+                                            for name, value in sorted(values.items())))
+    if self._summary is not None:
+      for name, value in values.items():
+        self._summary.add_scalar(name, value, global_step=int(step))
+    if self._jsonl is not None:
+      self._jsonl.write(json.dumps({'step': int(step), **values}) + '\n')
+      self._jsonl.flush()  # On disk before any later checkpoint, even if the run is killed.
 
   def flush(self):
-    self._file.flush()
+    if self._summary is not None:
+      self._summary.flush()
+    if self._jsonl is not None:
+      self._jsonl.flush()
 
   def close(self):
-    self._file.close()
+    if self._summary is not None:
+      self._summary.close()
+    if self._jsonl is not None:
+      self._jsonl.close()
 
 
 def read_jsonl(workdir):
@@ -75,10 +75,9 @@ def truncate_jsonl(workdir, last_step):
     f.writelines(json.dumps(line) + '\n' for line in kept)
 
 
-def create_writer(workdir):
-  """TensorBoard + logging + JSON lines on process 0; logging only on the others."""
-  if jax.process_index() != 0:
-    return metric_writers.create_default_writer(workdir, just_logging=True)
-  return metric_writers.MultiWriter([
-      metric_writers.create_default_writer(workdir, asynchronous=False),
-      JsonlWriter(os.path.join(workdir, JSONL))])
+def create_writer(workdir, collection=None):
+  """The training writer (events in `workdir`, metrics.jsonl), or with `collection` the
+  writer of `<workdir>/<collection>/` events alone (e.g. 'eval')."""
+  if collection:
+    return Writer(os.path.join(workdir, collection))
+  return Writer(workdir, os.path.join(workdir, JSONL))

@@ -7,7 +7,11 @@ per-device step on it.
   for code that still expects pmap's stacked leading axis (`replicate`, `split_batch`).
 
 Both run the same per-device function (`train_step.train_step`, `train_step.eval_step`).
+Host data becomes global arrays with `global_array` (every process holds it whole) or
+`global_batches` (each process holds its part of every batch).
 """
+
+import collections
 
 import jax
 import numpy as np
@@ -31,16 +35,55 @@ def sharded(mesh):
   return NamedSharding(mesh, P(AXIS))
 
 
-def shard_map_step(step, mesh, *, donate_state=True):
-  """jit(shard_map(step)): `(state replicated, batch sharded) -> (state, metrics)`, both
-  outputs replicated."""
-  mapped = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()))
+def shard_map_step(step, mesh, *, donate_state=True, num_replicated=0):
+  """jit(shard_map(step)): `(state, *replicated, batch) -> (state, metrics)`.
+
+  The state and `num_replicated` further arguments (e.g. a device-resident dataset,
+  `alignmix_jax.data`) are replicated, the batch is sharded over `batch`; both outputs are
+  replicated.
+  """
+  in_specs = (P(),) * (1 + num_replicated) + (P(AXIS),)
+  mapped = jax.shard_map(step, mesh=mesh, in_specs=in_specs, out_specs=(P(), P()))
   return jax.jit(mapped, donate_argnums=(0,) if donate_state else ())
 
 
 def shard_map_eval(step, mesh):
   """jit(shard_map(eval step)): `(variables replicated, batch sharded) -> replicated sums`."""
   return jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P()))
+
+
+def global_array(value, mesh, spec=P()):
+  """A host array that every process holds whole -> a global array with `spec` on the mesh
+  (replicated by default; `P(AXIS)` splits its first dimension over the devices)."""
+  value = np.asarray(value)
+  return jax.make_array_from_callback(value.shape, NamedSharding(mesh, spec),
+                                      lambda index: value[index])
+
+
+def global_batches(batches, mesh, prefetch=2):
+  """Per-process numpy batches -> global `jax.Array`s sharded over the mesh axis 'batch'.
+
+  Each process passes its own batches (first dimension b); the global arrays have first
+  dimension b * process_count, split over the devices of the 'batch' axis
+  (`jax.make_array_from_process_local_data`). `prefetch` batches are transferred ahead of
+  the one being used.
+  """
+  if AXIS not in mesh.axis_names:
+    raise ValueError(f"The mesh needs an axis named '{AXIS}' (axes: {mesh.axis_names}).")
+  if prefetch < 0:
+    raise ValueError(f'prefetch must be >= 0 (got {prefetch}).')
+  sharding = sharded(mesh)
+
+  def transferred():
+    queue = collections.deque()
+    for batch in batches:
+      queue.append(jax.tree.map(
+          lambda x: jax.make_array_from_process_local_data(sharding, x), batch))
+      if len(queue) > prefetch:
+        yield queue.popleft()
+    yield from queue
+
+  return transferred()
 
 
 def pmap_step(step, *, donate_state=True):

@@ -16,22 +16,21 @@ Guarantees:
     never applied, so the checkpoints on disk are the last good ones.
 """
 
+import contextlib
 import functools
 import json
 import os
 import signal
+import time
 
 from absl import logging
 import jax
 import numpy as np
-from clu import periodic_actions
 from jax.experimental import multihost_utils
 
-# The input pipeline first: it hides accelerators from TensorFlow before clu's writers
-# (which import TensorFlow) start it.
-from alignmix_jax import input_pipeline  # pylint: disable=g-bad-import-order
 from alignmix_jax import alignment
 from alignmix_jax import checkpointing
+from alignmix_jax import data
 from alignmix_jax import metric_logging
 from alignmix_jax import models
 from alignmix_jax import modes
@@ -60,6 +59,7 @@ def check_config(config, num_devices):
   """Raises ValueError for settings that cannot run (before anything is compiled)."""
   modes.method_table(config)  # Unknown method or bad mode weights.
   alignment.check_settings(config.mixup.sinkhorn_eps, config.mixup.sinkhorn_iters)
+  data.backend(config.dataset)  # Unknown dataset, pipeline or augmentation.
   if config.batch_size % num_devices:
     raise ValueError(f'batch_size={config.batch_size} must be a multiple of the number of '
                      f'devices ({num_devices}).')
@@ -100,13 +100,39 @@ def summarize_window(metrics, table_modes):
   return scalars
 
 
-def evaluate_top1(eval_fn, variables, config, mesh):
+class Progress:
+  """Steps per second and the time left, from the training steps alone: the time spent in
+  evaluations and checkpoints (`paused`) is left out."""
+
+  def __init__(self, start, num_steps):
+    self._num_steps = num_steps
+    self._step, self._time, self._paused = start, time.perf_counter(), 0.0
+
+  @contextlib.contextmanager
+  def paused(self):
+    """Leaves the time spent inside (evaluation, checkpoint) out of the rate."""
+    start = time.perf_counter()
+    try:
+      yield
+    finally:
+      self._paused += time.perf_counter() - start
+
+  def report(self, step):
+    """Logs the rate and the ETA since the last report; returns `{'steps_per_sec': rate}`."""
+    now = time.perf_counter()
+    seconds = max(now - self._time - self._paused, 1e-9)
+    rate = (step - self._step) / seconds
+    eta = (self._num_steps - step) / rate if rate > 0 else float('inf')
+    logging.info('step %d/%d: %.2f steps/s, ETA %dm%02ds', step, self._num_steps, rate,
+                 int(eta // 60), int(eta % 60))
+    self._step, self._time, self._paused = step, now, 0.0
+    return {'steps_per_sec': rate}
+
+
+def evaluate_top1(eval_fn, variables, test_batches):
   """Test top-1 accuracy (%) and mean loss over the whole test split, every example once."""
-  batches = input_pipeline.process_batches(
-      config.dataset, 'test', global_batch_size=config.eval.batch_size, seed=config.seed,
-      train=False)
   totals = None
-  for batch in input_pipeline.global_batches(batches, mesh):
+  for batch in test_batches:
     sums = eval_fn(variables, batch)
     totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
   totals = jax.device_get(totals)
@@ -141,7 +167,7 @@ def _train(config, workdir, mesh, stop):
   _write_config(config, workdir)
 
   model = models.create_model(config)
-  steps_per_epoch = input_pipeline.steps_per_epoch(config.dataset, config.batch_size)
+  steps_per_epoch = data.steps_per_epoch(config.dataset, config.batch_size)
   num_steps = (config.num_train_steps if config.num_train_steps > 0
                else int(config.num_epochs * steps_per_epoch))
   eval_every = max(1, int(config.eval_every_epochs * steps_per_epoch))
@@ -168,23 +194,23 @@ def _train(config, workdir, mesh, stop):
                modes.method_table(config))
 
   table_modes = modes.table_modes(config)
+  feed = data.train_feed(config.dataset, mesh, global_batch_size=config.batch_size,
+                         seed=config.seed, start_step=start)
   train_fn = parallel.shard_map_step(
-      train_step_lib.make_train_step(config, model, schedules), mesh)
+      feed.wrap(train_step_lib.make_train_step(config, model, schedules)), mesh,
+      num_replicated=1)
   eval_fn = parallel.shard_map_eval(
       functools.partial(train_step_lib.eval_step, model=model), mesh)
-  batches = input_pipeline.global_batches(input_pipeline.process_batches(
-      config.dataset, 'train', global_batch_size=config.batch_size, seed=config.seed,
-      train=True, start_step=start), mesh)
-  report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
-                                           every_steps=config.log_every_steps)
+  test_batches = data.eval_batches(config.dataset, mesh,
+                                   global_batch_size=config.eval.batch_size)
+  progress_meter = Progress(start, num_steps)
   window = []
   last = {'step': start}
   try:
     for step in range(start, num_steps):
-      state, metrics = train_fn(state, next(batches))
+      state, metrics = train_fn(state, feed.resident, next(feed))
       window.append(metrics)
       done = step + 1
-      report(done)
       stopping = _stop_requested(stop, done, config.log_every_steps)
       saving = (done % config.checkpoint_every_steps == 0 or done == num_steps or stopping)
       if done % config.log_every_steps == 0 or saving:
@@ -197,15 +223,18 @@ def _train(config, workdir, mesh, stop):
               f'stops. The checkpoints in {checkpoints.directory} hold the last good '
               f'states (latest: step {checkpoints.latest_step()}). Lower '
               'optimizer.learning_rate or check the data, then restart.')
-        writer.write_scalars(done, summarize_window(stacked, table_modes))
+        writer.write_scalars(done, {**summarize_window(stacked, table_modes),
+                                    **progress_meter.report(done)})
       if done % eval_every == 0 or done == num_steps:
-        scalars = evaluate_top1(eval_fn, state.variables(), config, mesh)
+        with progress_meter.paused():
+          scalars = evaluate_top1(eval_fn, state.variables(), test_batches)
         progress['best_top1'] = max(progress['best_top1'], scalars['test/top1'])
         scalars['test/best_top1'] = progress['best_top1']
         writer.write_scalars(done, scalars)
         last.update(scalars)
       if saving:
-        checkpoints.save(state, progress)
+        with progress_meter.paused():
+          checkpoints.save(state, progress)
       last['step'] = done
       if stopping:
         logging.warning('Stopped at step %d after SIGTERM; checkpoint saved.', done)
@@ -213,7 +242,7 @@ def _train(config, workdir, mesh, stop):
   finally:
     checkpoints.wait()
     checkpoints.close()
-    writer.flush()
+    writer.close()
   if jax.process_index() == 0:
     logging.info('Done: %s', json.dumps(last))
   return last

@@ -21,8 +21,7 @@ partner set moved onto the positions of the first (11).
 
 Models: `load` restores a checkpoint written by the training loop; `train_small` trains a
 small AlignMix/AE model on the offline digits with that loop; `pair_from_test_set` takes
-two test images. Only `train_small` and `pair_from_test_set` need TensorFlow (the input
-pipeline), imported inside them; the rest needs JAX, numpy and matplotlib.
+two test images (`alignmix_jax.data`: no TensorFlow for the datasets held in memory).
 """
 
 import functools
@@ -38,8 +37,10 @@ from matplotlib import figure as mpl_figure
 
 from alignmix_jax import alignment
 from alignmix_jax import checkpointing
+from alignmix_jax import data
 from alignmix_jax import mixup
 from alignmix_jax import models
+from alignmix_jax import parallel
 
 # Figure 3's rows: key in `interpolation_rows`, label drawn left of the row.
 ROWS = (
@@ -114,7 +115,7 @@ def train_small(workdir, config, num_train_steps=SMALL_TRAIN_STEPS):
   Returns:
     `Trained`, and the final scalars of `train_and_evaluate` (`test/top1`, ...).
   """
-  from alignmix_jax import train  # pylint: disable=g-import-not-at-top (TensorFlow)
+  from alignmix_jax import train  # pylint: disable=g-import-not-at-top (orbax, writers)
   config = small_config(config, num_train_steps)
   scalars = train.train_and_evaluate(config, workdir)
   return load(workdir, config), scalars
@@ -126,12 +127,12 @@ def pair_from_test_set(config, labels=(2, 7)):
   Returns:
     `(x, x_prime)`, float32 `[H, W, 3]` in [0, 1], as the model sees them.
   """
-  from alignmix_jax import input_pipeline  # pylint: disable=g-import-not-at-top (TensorFlow)
   if len(set(labels)) != 2:
     raise ValueError(f'labels must be two different classes, got {labels}.')
   found = {}
-  for batch in input_pipeline.create_split(config.dataset, 'test', batch_size=256,
-                                           seed=config.seed, train=False):
+  mesh = parallel.data_mesh(jax.devices()[:1])
+  for batch in data.eval_batches(config.dataset, mesh, global_batch_size=256):
+    batch = jax.device_get(batch)
     for image, label, real in zip(batch['image'], batch['label'], batch['mask']):
       if real and label in labels:
         found.setdefault(int(label), image)

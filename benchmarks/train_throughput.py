@@ -27,8 +27,9 @@ drawn mode, images/s (from the mean), the compiled step's memory (XLA's memory a
 the device's peak memory so far (where the backend reports it) and the FLOPs XLA counts
 per step (with `--peak_tflops`, the model FLOPs utilisation).
 `--profile_dir DIR` traces the timed steps (jax.profiler). `--pipeline_steps N` adds a
-`pipeline` row: the alignmix step fed by the real input pipeline (the config's dataset),
-the pipeline alone, and the time of one epoch.
+`pipeline_<back end>` row per back end of `--pipelines` (device, tfdata; default: the one
+the config selects): the alignmix step fed by the real data of the config's dataset, the
+pipeline alone (its batches made and on the devices), and the time of one epoch.
 CPU devices: set `XLA_FLAGS=--xla_force_host_platform_device_count=N` before running.
 """
 
@@ -42,8 +43,10 @@ from absl import app
 from absl import flags
 import jax
 import numpy as np
+from jax.sharding import PartitionSpec as P
 from ml_collections import config_flags
 
+from alignmix_jax import data
 from alignmix_jax import models
 from alignmix_jax import modes
 from alignmix_jax import optim
@@ -61,7 +64,9 @@ config_flags.DEFINE_config_file('config', 'configs/digits.py', 'Config file, as 
 flags.DEFINE_integer('devices', 0, 'Use the first N devices (0: all).')
 flags.DEFINE_integer('steps', 20, 'Timed steps per row.')
 flags.DEFINE_list('rows', list(DEFAULT_ROWS), 'Rows to measure.')
-flags.DEFINE_integer('pipeline_steps', 0, 'Steps of the `pipeline` row (0: none).')
+flags.DEFINE_integer('pipeline_steps', 0, 'Steps of the `pipeline_<back end>` rows (0: none).')
+flags.DEFINE_list('pipelines', [], 'Back ends of the pipeline rows: device, tfdata (default: '
+                  'the one the config selects).')
 flags.DEFINE_string('profile_dir', '', 'Write a jax.profiler trace of the timed steps '
                     'there (open with TensorBoard or xprof).')
 flags.DEFINE_float('peak_tflops', 0.0, 'Peak TFLOP/s of one device at this dtype (for MFU).')
@@ -199,32 +204,40 @@ def _record(row, config, compiled, compile_s, timer, *, mesh, peak_tflops):
   return record
 
 
-def measure_pipeline(config, mesh, num_steps):
-  """The alignmix step fed by the real input pipeline of `config.dataset`."""
-  from alignmix_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-
+def measure_pipeline(config, mesh, num_steps, pipeline):
+  """The alignmix step fed by the real input pipeline of `config.dataset` through the
+  `pipeline` back end ('device' or 'tfdata'), and the pipeline alone."""
   config = row_config(config, 'alignmix')
-  compiled, state, _, _ = build(config, mesh)
-
-  def batches():
-    return input_pipeline.global_batches(input_pipeline.process_batches(
-        config.dataset, 'train', global_batch_size=config.batch_size, seed=config.seed,
-        train=True, start_step=0), mesh)
-
-  host = batches()
-  jax.block_until_ready(next(host))
+  config.dataset.pipeline = pipeline
+  model = models.create_model(config)
+  tx, schedules = optim.create_optimizer(
+      config.optimizer, data.steps_per_epoch(config.dataset, config.batch_size))
+  image_shape = (config.dataset.image_size,) * 2 + (3,)
+  state = jax.jit(functools.partial(train_step_lib.create_train_state, model=model, tx=tx,
+                                    image_shape=image_shape),
+                  out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(config.seed))
+  feed = data.train_feed(config.dataset, mesh, global_batch_size=config.batch_size,
+                         seed=config.seed)
+  # The pipeline alone: the batches as the step would see them, made and on the devices.
+  materialize = jax.jit(jax.shard_map(feed.batch, mesh=mesh, in_specs=(P(), P(parallel.AXIS)),
+                                      out_specs=P(parallel.AXIS)))
+  jax.block_until_ready(materialize(feed.resident, next(feed)))
   start = time.perf_counter()
   for _ in range(num_steps):
-    jax.block_until_ready(next(host))
+    jax.block_until_ready(materialize(feed.resident, next(feed)))
   pipeline_s = (time.perf_counter() - start) / num_steps
-  timer = Timer(compiled, state, batches())
+  step = parallel.shard_map_step(
+      feed.wrap(train_step_lib.make_train_step(config, model, schedules)), mesh,
+      num_replicated=1)
+  timer = Timer(lambda state, inputs: step(state, feed.resident, inputs), state, feed)
   for _ in range(num_steps):
     timer.step()
   mean_s = statistics.fmean(timer.times)
   return {
-      'benchmark': 'train_throughput', 'row': 'pipeline', 'dataset': config.dataset.name,
-      'batch': config.batch_size, 'devices': mesh.size, 'dtype': config.model.dtype,
-      'steps': num_steps, 'step_ms_mean': round(1e3 * mean_s, 2),
+      'benchmark': 'train_throughput', 'row': f'pipeline_{pipeline}',
+      'dataset': config.dataset.name, 'batch': config.batch_size, 'devices': mesh.size,
+      'dtype': config.model.dtype, 'steps': num_steps,
+      'step_ms_mean': round(1e3 * mean_s, 2),
       'images_per_s': round(config.batch_size / mean_s, 1),
       'pipeline_only_images_per_s': round(config.batch_size / pipeline_s, 1),
       'epoch_s': round(config.dataset.train_size / config.batch_size * mean_s, 1),
@@ -262,7 +275,9 @@ def main(argv):
   for record in records:
     print(json.dumps(record), flush=True)
   if FLAGS.pipeline_steps:
-    print(json.dumps(measure_pipeline(config, mesh, FLAGS.pipeline_steps)), flush=True)
+    for pipeline in FLAGS.pipelines or [data.backend(config.dataset)]:
+      print(json.dumps(measure_pipeline(config, mesh, FLAGS.pipeline_steps, pipeline)),
+            flush=True)
   print(json.dumps(summary(records)), flush=True)
 
 

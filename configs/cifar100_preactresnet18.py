@@ -2,7 +2,7 @@
 the ablations and the OOD and calibration studies use this setting).
 
   python -m main --config configs/cifar100_preactresnet18.py --workdir DIR \
-      --config.dataset.data_dir=TFDS_DIR
+      --config.dataset.data_dir=DATA_DIR  # holds cifar-100-binary.tar.gz
   python -m main --config configs/cifar100_preactresnet18.py:input_mixup --workdir DIR
 
 The CIFAR-10 recipe (see cifar10_preactresnet18.py) with 100 classes; the normalization

@@ -1,7 +1,7 @@
 """CIFAR-100, WRN16-8 (paper Table 1: AlignMix 18.09% top-1 error).
 
   python -m main --config configs/cifar100_wrn16_8.py --workdir DIR \
-      --config.dataset.data_dir=TFDS_DIR
+      --config.dataset.data_dir=DATA_DIR  # holds cifar-100-binary.tar.gz
 
 See cifar10_wrn16_8.py. Expected runtime: about 2x PreActResNet18 per epoch (rough estimate, not
 measured).

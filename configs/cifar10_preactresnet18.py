@@ -1,7 +1,7 @@
 """CIFAR-10, PreActResNet18 (paper Table 1: AlignMix 2.83% top-1 error).
 
   python -m main --config configs/cifar10_preactresnet18.py --workdir DIR \
-      --config.dataset.data_dir=TFDS_DIR
+      --config.dataset.data_dir=DATA_DIR  # holds cifar-10-binary.tar.gz
   python -m main --config configs/cifar10_preactresnet18.py:cutmix --workdir DIR  # baseline
 
 Paper appendix B: SGD lr 0.1, momentum 0.9, weight decay 1e-4, batch 128, 2000 epochs, lr

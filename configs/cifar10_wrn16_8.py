@@ -1,7 +1,7 @@
 """CIFAR-10, WRN16-8 (paper Table 1: AlignMix 3.15% top-1 error).
 
   python -m main --config configs/cifar10_wrn16_8.py --workdir DIR \
-      --config.dataset.data_dir=TFDS_DIR
+      --config.dataset.data_dir=DATA_DIR  # holds cifar-10-binary.tar.gz
 
 The CIFAR recipe of cifar10_preactresnet18.py with WRN16-8 as E; A is the 8x8x512 output of
 the last stage, as in the authors' code (`--config.model.feature_resolution=4` pools it to

@@ -22,11 +22,18 @@ def get_config():
 
   # Data. `train_size` and `test_size` are the split sizes, known without network access.
   config.dataset = ml_collections.ConfigDict()
-  config.dataset.name = 'digits'  # digits | cifar10 | cifar100 | imagenet2012 |
-  #                                 caltech_birds2011 | tiny_imagenet | image_folder
-  # tfds data_dir ('': tfds' default, ~/tensorflow_datasets), or the root folder of a
-  # folder dataset.
+  config.dataset.name = 'digits'  # digits | fashion_mnist | cifar10 | cifar100 |
+  #                                 imagenet2012 | caltech_birds2011 | tiny_imagenet |
+  #                                 image_folder
+  # Where the files are (see README, Datasets): the folder of the Fashion-MNIST IDX files or
+  # of the CIFAR binary archive, the root of a folder dataset, or a tfds data_dir ('': tfds'
+  # default, ~/tensorflow_datasets). Digits need none.
   config.dataset.data_dir = ''
+  # Back end of the batches (alignmix_jax/data): 'device' holds the split on the
+  # accelerators and batches it inside the train step (no TensorFlow); 'tfdata' makes them
+  # on the host with tf.data; 'auto' is 'device' for digits, fashion_mnist, cifar10/100 and
+  # tiny_imagenet, 'tfdata' for the rest.
+  config.dataset.pipeline = 'auto'
   config.dataset.image_size = 32  # Side of the square images the model sees.
   config.dataset.num_classes = 10
   config.dataset.train_split = 'train'
@@ -35,9 +42,9 @@ def get_config():
   config.dataset.test_size = 360
   config.dataset.augment = 'crop_flip'  # crop_flip | crop | imagenet | cub | none
   config.dataset.crop_padding = 4  # Zero padding of the crop_flip augmentation.
-  config.dataset.shuffle_buffer = 10_000
-  # Data shards (0: one per process). Fix it to get the same batches on any number of
-  # processes that divides it.
+  config.dataset.shuffle_buffer = 10_000  # tf.data, streamed datasets.
+  # tf.data: data shards (0: one per process). Fix it to get the same batches on any number
+  # of processes that divides it (the device back end gives the same batches on any).
   config.dataset.num_shards = 0
   # Per-channel statistics of the [0, 1] images; the model normalizes inside, so attacks
   # work in pixel space.

@@ -5,7 +5,7 @@
 * A persistent compilation cache shared by the test processes (xdist workers and the
   `python -m main` runs that tests start inherit the environment), so a program compiled
   once is not compiled again.
-* TensorFlow (input pipeline only) must not grab accelerators.
+* TensorFlow (the tf.data back end only) must not grab accelerators.
 """
 
 import os

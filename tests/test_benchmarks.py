@@ -22,9 +22,10 @@ def test_train_throughput_prints_every_row_and_the_ratios(tmp_path):
   rows = ['vanilla', 'clean', 'feature', 'alignmix', 'cutmix']
   records = _records('benchmarks.train_throughput', '--config', 'tests/tiny_config.py',
                      '--steps', '2', '--rows', ','.join(rows), '--pipeline_steps', '2',
-                     '--profile_dir', str(tmp_path), '--config.mixup.sinkhorn_iters=5')
+                     '--pipelines', 'device,tfdata', '--profile_dir', str(tmp_path),
+                     '--config.mixup.sinkhorn_iters=5')
   by_row = {r['row']: r for r in records}
-  assert list(by_row) == rows + ['pipeline', 'summary']
+  assert list(by_row) == rows + ['pipeline_device', 'pipeline_tfdata', 'summary']
   for row in rows:
     record = by_row[row]
     # The subprocess inherits conftest's XLA_FLAGS: as many CPU devices as this process.
@@ -38,9 +39,9 @@ def test_train_throughput_prints_every_row_and_the_ratios(tmp_path):
   assert by_row['cutmix']['method'] == 'cutmix' and by_row['cutmix']['autoencoder'] == 'none'
   # The decoder runs in the clean row only: its step needs more memory than vanilla's.
   assert by_row['clean']['step_memory_bytes'] > by_row['vanilla']['step_memory_bytes']
-  pipeline = by_row['pipeline']
-  assert pipeline['dataset'] == 'digits' and pipeline['train_size'] == 1437
-  assert pipeline['images_per_s'] > 0 and pipeline['pipeline_only_images_per_s'] > 0
+  for pipeline in (by_row['pipeline_device'], by_row['pipeline_tfdata']):
+    assert pipeline['dataset'] == 'digits' and pipeline['train_size'] == 1437
+    assert pipeline['images_per_s'] > 0 and pipeline['pipeline_only_images_per_s'] > 0
   assert list(tmp_path.glob('**/*.xplane.pb'))  # The profiler trace of the timed steps.
   summary = by_row['summary']
   assert summary['feature_over_vanilla'] > 0 and summary['five_mode_over_vanilla'] > 0

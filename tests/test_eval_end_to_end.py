@@ -14,7 +14,7 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-import test_input_pipeline as cub_mock  # Mocked CUB records (images with white boxes).
+import test_tfdata as cub_mock  # Mocked CUB records (images with white boxes).
 from alignmix_jax import checkpointing
 from alignmix_jax import models
 from alignmix_jax import optim

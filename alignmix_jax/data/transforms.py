@@ -1,4 +1,5 @@
-"""Image transforms: a decoded example to what the model sees, per `config.dataset.augment`.
+"""tf.data image transforms: a decoded example to what the model sees, per
+`config.dataset.augment` (the names: `catalog.AUGMENTATIONS`).
 
 An example is a dict `{'image': uint8 [h, w, 3], 'label': int32 [], 'bbox': float32 [4]}`
 ('bbox' only where the dataset has boxes: (ymin, xmin, ymax, xmax) as fractions of the image).
@@ -26,8 +27,6 @@ Training randomness is stateless: a transform is a pure function of the example 
 
 import tensorflow as tf
 
-AUGMENTATIONS = ('crop_flip', 'crop', 'imagenet', 'cub', 'none')
-
 _RESIZE_RATIO = 256 / 224
 _AREA_RANGE = (0.08, 1.0)
 _ASPECT_RATIO_RANGE = (3 / 4, 4 / 3)
@@ -38,12 +37,6 @@ _EIGENVALUES = (0.2175, 0.0188, 0.0045)
 _EIGENVECTORS = ((-0.5675, 0.7192, 0.4009),
                  (-0.5808, -0.0045, -0.8140),
                  (-0.5836, -0.6948, 0.4203))
-
-
-def check_augment(name):
-  """Raises a ValueError naming the valid augmentations when `name` is not one."""
-  if name not in AUGMENTATIONS:
-    raise ValueError(f'Unknown config.dataset.augment {name!r}; valid: {AUGMENTATIONS}.')
 
 
 def preprocess(example, dataset_config, seed=None):

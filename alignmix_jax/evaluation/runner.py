@@ -8,8 +8,8 @@ and writes
   <workdir>/eval/              TensorBoard events of the same scalars (collection `eval`).
 
 Programs see the model only through `ModelFns`, so `run_programs` runs on any functions and
-any batch source. TensorFlow (input pipeline, clu's TensorBoard writer) is imported only
-inside `evaluate`.
+any batch source (`alignmix_jax.data.eval_batches` here: TensorFlow only for the datasets
+its tf.data back end reads).
 """
 
 import json
@@ -20,6 +20,8 @@ from absl import logging
 import jax
 
 from alignmix_jax import checkpointing
+from alignmix_jax import data
+from alignmix_jax import metric_logging
 from alignmix_jax import models
 from alignmix_jax import parallel
 from alignmix_jax.evaluation import attacks
@@ -61,11 +63,13 @@ def _calibration(config, fns, batches_fn, out_dir):
 
 
 def _folder_dataset(config, path):
-  """The dataset config of an OOD image folder: the test config, read from `path`."""
+  """The dataset config of an OOD image folder: the test config, read from `path` by the
+  back end of the test set (`alignmix_jax.data`)."""
   dataset = config.dataset.copy_and_resolve_references()
+  dataset.with_bbox = False
+  dataset.pipeline = data.backend(dataset)
   dataset.name = 'image_folder'
   dataset.data_dir = path
-  dataset.with_bbox = False
   return dataset
 
 
@@ -161,10 +165,6 @@ def evaluate(config, workdir, checkpoint_step=None):
     FileNotFoundError: no checkpoint (at that step) in `workdir`, or a missing OOD folder.
     ValueError: the checkpoint does not fit the config's model, or a setting cannot run.
   """
-  # pylint: disable=g-import-not-at-top
-  from alignmix_jax import input_pipeline  # The only module that imports TensorFlow.
-  from clu import metric_writers  # Imports TensorFlow.
-  # pylint: enable=g-import-not-at-top
   check_config(config)
   if jax.process_count() > 1:
     raise ValueError(f'--mode eval runs on one process (got {jax.process_count()}): start it '
@@ -179,13 +179,11 @@ def evaluate(config, workdir, checkpoint_step=None):
   mesh = parallel.data_mesh()
 
   def batches_fn(dataset_config):
-    return input_pipeline.global_batches(input_pipeline.create_split(
-        dataset_config, split='test', batch_size=config.eval.batch_size, seed=config.seed,
-        train=False), mesh)
+    return data.eval_batches(dataset_config, mesh, global_batch_size=config.eval.batch_size)
 
   logging.info('Evaluating %s at step %d: %s.', workdir, step, tuple(config.eval.programs))
   results = run_programs(config, fns, batches_fn, workdir)
-  writer = metric_writers.create_default_writer(workdir, collection='eval')
+  writer = metric_logging.create_writer(workdir, collection='eval')
   writer.write_scalars(step, results)
   writer.close()
   return results

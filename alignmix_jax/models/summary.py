@@ -2,7 +2,8 @@
 
 `summarize(config)` initialises the model abstractly (`jax.eval_shape`: shapes only, no
 compute, so the ImageNet ResNet-50 summary is instant) and returns the text: the shapes of
-A and z, clu's per-parameter table, then one line per top-level module and the total,
+A and z, a table of every parameter (path, shape, size), then one line per top-level module
+and the total,
   params/<module>: <count>
   params/total: <count>
 with counts as PyTorch counts them (BatchNorm scale and bias are parameters, the running
@@ -11,7 +12,6 @@ statistics are not).
 
 import math
 
-from clu import parameter_overview
 import jax
 import jax.numpy as jnp
 
@@ -32,6 +32,21 @@ def parameter_summary(variables_or_params):
   params = variables_or_params.get('params', variables_or_params)
   lines = [f'params/{name}: {_count(params[name])}' for name in sorted(params)]
   return lines + [f'params/total: {_count(params)}']
+
+
+def parameter_table(params):
+  """One row per parameter: its path (module/.../name), shape and number of values."""
+  rows = [('/'.join(str(getattr(key, 'key', key)) for key in path), str(tuple(leaf.shape)),
+           f'{math.prod(leaf.shape):,}')
+          for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]]
+  header = ('parameter', 'shape', 'size')
+  widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
+
+  def line(row):
+    return ' | '.join(cell.ljust(width) for cell, width in zip(row, widths))
+
+  return '\n'.join([line(header), '-+-'.join('-' * width for width in widths),
+                    *map(line, rows)])
 
 
 def abstract_variables(model, image_size):
@@ -60,5 +75,5 @@ def summarize(config):
       f'A (features): {list(features.shape[1:])}, z (latent): {latent_shapes}',
       f'manifold mixup layers: 0 to {model.num_stages}',
   ]
-  table = parameter_overview.get_parameter_overview(variables['params'], include_stats=False)
-  return '\n'.join(header + [table] + parameter_summary(variables))
+  return '\n'.join(header + [parameter_table(variables['params'])]
+                   + parameter_summary(variables))

@@ -1,9 +1,13 @@
-"""Input pipelines: every dataset through one function, selected by `config.dataset.name`.
+"""The tf.data back end: batches made on the host by tf.data, for any dataset.
+
+The only back end for the streamed datasets (imagenet2012, caltech_birds2011); selectable for
+the others with `config.dataset.pipeline='tfdata'` (the default for image folders). This
+module, `transforms` and nothing else import TensorFlow; TensorFlow runs on the host CPU only:
+the accelerators belong to JAX, so GPUs are hidden from it here, before any of its ops runs.
 
   it = create_split(config.dataset, split='train', batch_size=per_process_batch,
                     seed=config.seed, train=True, start_step=step,
                     process_index=jax.process_index(), process_count=jax.process_count())
-  for batch in global_batches(it, mesh): ...
 
 Each element is a dict of numpy arrays, b = the per-process batch size, S = `image_size`:
   'image' float32 [b, S, S, 3] in [0, 1] (the model normalizes), 'label' int32 [b] (-1 for
@@ -20,38 +24,33 @@ Evaluation (`train=False`): one pass over this process's shard in a fixed order 
 test transform; the last batches are padded (zero images, label 0, mask 0) up to
 `num_eval_batches`, the same on every process, so each example counts exactly once.
 
-Datasets and their preparation: `alignmix_jax.data.sources`; transforms:
-`alignmix_jax.data.transforms`. With `process_count` processes, each reads a disjoint
-shard of the split; `global_batches` assembles the global batch on the mesh.
+Sources: in-memory datasets come from `arrays.load` (image folders are read file by file as
+they go); the streamed ones from tfds. Sharding: shard i of n holds examples i, i + n,
+i + 2n, ... of an in-memory split (strided, so class-sorted file lists give every shard
+every class), and the i-th of `tfds.even_splits(split, n)` of a streamed one.
 """
 
-import collections
+import dataclasses
+from typing import Callable, Optional
 
 import jax
 import numpy as np
 import tensorflow as tf
-from jax.sharding import NamedSharding, PartitionSpec
+import tensorflow_datasets as tfds
 
-from alignmix_jax.data import sources
+from alignmix_jax.data import arrays
+from alignmix_jax.data import catalog
 from alignmix_jax.data import transforms
 
-DATASETS = sources.DATASETS
-AUGMENTATIONS = transforms.AUGMENTATIONS
+tf.config.set_visible_devices([], 'GPU')
 
-
-def steps_per_epoch(dataset_config, global_batch_size, split='train'):
-  """Full global batches per epoch of `split`: its size // `global_batch_size`."""
-  size = sources.split_size(dataset_config, split)
-  if not 1 <= global_batch_size <= size:
-    raise ValueError(f'The global batch size {global_batch_size} must be between 1 and the '
-                     f'{split} split size {size} of {dataset_config.name}.')
-  return size // global_batch_size
+_STREAMED = ('imagenet2012', 'caltech_birds2011')  # Too large for memory.
 
 
 def num_eval_batches(dataset_config, per_process_batch, process_count, split='test'):
   """Batches of one evaluation pass per process: covers the largest process shard."""
   _check_batch(per_process_batch, 0, process_count)
-  largest_shard = -(-sources.split_size(dataset_config, split) // process_count)
+  largest_shard = -(-catalog.split_size(dataset_config, split) // process_count)
   return -(-largest_shard // per_process_batch)
 
 
@@ -76,18 +75,18 @@ def create_split(dataset_config, split, *, batch_size, seed, train, start_step=0
 
   Raises:
     ValueError / FileNotFoundError before any batch is made, for bad arguments or config
-    fields and data that is missing or disagrees with the config (see `sources.load`).
+    fields and data that is missing or disagrees with the config (see `load`).
   """
   _check_batch(batch_size, process_index, process_count)
-  transforms.check_augment(dataset_config.augment)
+  catalog.check_augment(dataset_config.augment)
   if start_step < 0 or (start_step and not train):
     raise ValueError(f'start_step must be >= 0, and 0 for evaluation (got {start_step}, '
                      f'train={train}).')
   if train:
-    count = steps_per_epoch(dataset_config, batch_size * process_count, split)
+    count = catalog.steps_per_epoch(dataset_config, batch_size * process_count, split)
   else:
     count = num_eval_batches(dataset_config, batch_size, process_count, split)
-  source = sources.load(dataset_config, split, process_index, process_count)
+  source = load(dataset_config, split, process_index, process_count)
   if train:
     return _train_batches(source, dataset_config, batch_size, count, seed, start_step,
                           process_index)
@@ -118,32 +117,6 @@ def process_batches(dataset_config, split, *, global_batch_size, seed, train, st
     return shards[0]
   return ({key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
           for parts in zip(*shards))
-
-
-def global_batches(batches, mesh, prefetch=2):
-  """Per-process numpy batches -> global `jax.Array`s sharded over the mesh axis 'batch'.
-
-  Each process passes its own batches (first dimension b); the global arrays have first
-  dimension b * process_count, split over the devices of the 'batch' axis
-  (`jax.make_array_from_process_local_data` with `NamedSharding(mesh, P('batch'))`).
-  `prefetch` batches are transferred ahead of the one being used.
-  """
-  if 'batch' not in mesh.axis_names:
-    raise ValueError(f"The mesh needs an axis named 'batch' (axes: {mesh.axis_names}).")
-  if prefetch < 0:
-    raise ValueError(f'prefetch must be >= 0 (got {prefetch}).')
-  sharding = NamedSharding(mesh, PartitionSpec('batch'))
-
-  def transferred():
-    queue = collections.deque()
-    for batch in batches:
-      queue.append(jax.tree.map(
-          lambda x: jax.make_array_from_process_local_data(sharding, x), batch))
-      if len(queue) > prefetch:
-        yield queue.popleft()
-    yield from queue
-
-  return transferred()
 
 
 def _check_batch(batch_size, process_index, process_count):
@@ -191,3 +164,118 @@ def _eval_batches(source, dataset_config, batch_size, num_batches):
       lambda spec: tf.zeros(spec.shape, spec.dtype), examples.element_spec)).repeat()
   examples = examples.concatenate(padding).take(num_batches * batch_size)
   return examples.batch(batch_size).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """This process's shard of one split.
+
+  Attributes:
+    records: `order_seed -> tf.data.Dataset` of raw records: the shard in a fixed order when
+      `order_seed` is None, else in an order that is a function of `order_seed` (an int).
+    decode: one record -> `{'image': uint8 [h, w, 3], 'label': int32 [], 'bbox'?}`.
+  """
+  records: Callable[[Optional[int]], tf.data.Dataset]
+  decode: Callable[[dict], dict]
+
+
+def load(dataset_config, split, process_index, process_count):
+  """This process's `Source` of `split` ('train' | 'test') of `config.dataset`.
+
+  Raises:
+    ValueError: unknown dataset, split or split name; sizes or class counts that disagree
+      with the config.
+    FileNotFoundError: a tfds dataset that is not prepared in `data_dir`, or a missing or
+      empty image folder; the message says how to prepare it or the expected layout.
+  """
+  catalog.check_dataset(dataset_config)
+  if dataset_config.name in _STREAMED:
+    return _streamed_tfds(dataset_config, split, process_index, process_count)
+  if dataset_config.name == 'image_folder':  # Read file by file as the pipeline goes.
+    paths, labels = catalog.image_folder_files(dataset_config, split)
+    records = {'path': np.array(paths), 'label': np.array(labels, np.int32)}
+    decode = _decode_file
+  else:
+    records, decode = arrays.load(dataset_config, split), _decoded
+  # Strided shards: file lists sorted by class still give every process every class.
+  shard = np.arange(process_index, len(records['label']), process_count)
+  tensors = {key: tf.constant(value[shard]) for key, value in records.items()}
+
+  def ordered(order_seed):
+    count = len(shard)
+    order = (np.arange(count) if order_seed is None
+             else np.random.default_rng(order_seed).permutation(count))
+    return tf.data.Dataset.from_tensor_slices(order).map(
+        lambda index: {key: tf.gather(value, index) for key, value in tensors.items()})
+
+  return Source(ordered, decode)
+
+
+def _decode_bytes(record):
+  """Decodes an encoded image (JPEG, PNG, BMP or GIF; grey becomes RGB) and casts the label."""
+  image = tf.io.decode_image(record['image'], channels=3, expand_animations=False)
+  return dict(record, image=image, label=tf.cast(record['label'], tf.int32))
+
+
+def _decode_file(record):
+  return _decode_bytes({'image': tf.io.read_file(record['path']), 'label': record['label']})
+
+
+def _decoded(record):
+  return record
+
+
+def _tfds_builder(dataset_config, split):
+  """The prepared tfds builder, its split checked against the config; never downloads."""
+  name = dataset_config.name
+  builder = tfds.builder(name, data_dir=dataset_config.data_dir or None)
+  if not builder.is_prepared():
+    root = builder.data_path.parent.parent
+    manual = (f' after putting ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (from '
+              f'https://image-net.org) in {root}/downloads/manual/'
+              if name == 'imagenet2012' else '')
+    raise FileNotFoundError(
+        f'tfds dataset {name!r} is not prepared in data_dir {root} (no {builder.data_path}/'
+        'dataset_info.json) and this pipeline never downloads. Prepare it once, on a machine '
+        f'with network access: `tfds build {name} --data_dir={root}`{manual}; then set '
+        'config.dataset.data_dir to that data_dir.')
+  try:
+    info = builder.info.splits[catalog.split_name(dataset_config, split)]
+  except (KeyError, ValueError) as error:
+    raise ValueError(f'Unknown {split} split {catalog.split_name(dataset_config, split)!r} for '
+                     f'{name} (config.dataset.{split}_split); valid: '
+                     f'{sorted(builder.info.splits)} and their slices.') from error
+  catalog.check_size(dataset_config, split, info.num_examples)
+  catalog.check_classes(dataset_config, builder.info.features['label'].num_classes)
+  return builder
+
+
+def tfds_arrays(dataset_config, split):
+  """A small prepared tfds split (CIFAR) read whole: uint8 images, int32 labels."""
+  builder = _tfds_builder(dataset_config, split)
+  data = tfds.as_numpy(builder.as_dataset(split=catalog.split_name(dataset_config, split),
+                                          batch_size=-1))
+  return {'image': data['image'], 'label': data['label'].astype(np.int32)}
+
+
+def _streamed_tfds(dataset_config, split, process_index, process_count):
+  """A large tfds split, streamed: records hold the encoded image, decoded after shuffling."""
+  builder = _tfds_builder(dataset_config, split)
+  features = {'image': True, 'label': True, 'bbox': True}
+  if not dataset_config.with_bbox:
+    del features['bbox']
+  decoders = tfds.decode.PartialDecoding(features,
+                                         decoders={'image': tfds.decode.SkipDecoding()})
+  shard = tfds.even_splits(catalog.split_name(dataset_config, split), process_count)[process_index]
+
+  def ordered(order_seed):
+    shuffled = order_seed is not None
+    records = builder.as_dataset(split=shard, shuffle_files=shuffled, decoders=decoders,
+                                 read_config=tfds.ReadConfig(shuffle_seed=order_seed))
+    if shuffled:
+      records = records.shuffle(dataset_config.shuffle_buffer, seed=order_seed)
+    return records
+
+  return Source(ordered, _decode_bytes)
+
+

@@ -1,4 +1,5 @@
-"""Tests of alignmix_jax.input_pipeline, offline: digits, folders written here, mocked tfds."""
+"""Tests of the tf.data back end (alignmix_jax.data.tfdata), offline: digits, folders written
+here, mocked tfds."""
 
 import itertools
 import os
@@ -11,7 +12,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from sklearn import datasets as sklearn_datasets
 
-from alignmix_jax import input_pipeline
+from alignmix_jax import data
+from alignmix_jax import parallel
+from alignmix_jax.data import tfdata
 from configs import default
 
 
@@ -62,7 +65,7 @@ def test_digits_splits_are_the_sklearn_digits_at_image_size():
   config = _config(image_size=8)  # 8x8: the upscaling is the identity, pixels compare exactly.
   digits = sklearn_datasets.load_digits()
   expected = np.round(digits.images / 16.0 * 255).astype(np.uint8)
-  passes = {split: list(input_pipeline.create_split(config, split, batch_size=100, seed=0,
+  passes = {split: list(tfdata.create_split(config, split, batch_size=100, seed=0,
                                                     train=False)) for split in ('train', 'test')}
   images = {split: _pixels({'image': _real(batches)}) for split, batches in passes.items()}
   labels = {split: _real(batches, 'label') for split, batches in passes.items()}
@@ -80,7 +83,7 @@ def test_digits_splits_are_the_sklearn_digits_at_image_size():
 
 
 def test_digits_are_upscaled_bilinearly_into_unit_range():
-  batch = next(input_pipeline.create_split(_config(image_size=32), 'test', batch_size=16,
+  batch = next(tfdata.create_split(_config(image_size=32), 'test', batch_size=16,
                                            seed=0, train=False))
   assert batch['image'].shape == (16, 32, 32, 3) and batch['image'].dtype == np.float32
   assert batch['label'].dtype == np.int32 and batch['mask'].dtype == np.float32
@@ -91,9 +94,9 @@ def test_digits_are_upscaled_bilinearly_into_unit_range():
 
 def test_eval_pass_is_padded_with_masked_zeros():
   config = _config()
-  batches = list(input_pipeline.create_split(config, 'test', batch_size=100, seed=0,
+  batches = list(tfdata.create_split(config, 'test', batch_size=100, seed=0,
                                              train=False))
-  assert len(batches) == input_pipeline.num_eval_batches(config, 100, 1) == 4
+  assert len(batches) == tfdata.num_eval_batches(config, 100, 1) == 4
   assert [batch['mask'].sum() for batch in batches] == [100, 100, 100, 60]
   last = batches[-1]
   assert all(batch['image'].shape == (100, 32, 32, 3) for batch in batches)
@@ -108,7 +111,7 @@ def test_same_seed_same_batches_other_seed_other_batches():
   config = _config()
 
   def run(seed):
-    return _take(input_pipeline.create_split(config, 'train', batch_size=64, seed=seed,
+    return _take(tfdata.create_split(config, 'train', batch_size=64, seed=seed,
                                              train=True), 3)
 
   first, again, other = run(0), run(0), run(1)
@@ -120,14 +123,14 @@ def test_same_seed_same_batches_other_seed_other_batches():
 
 def test_start_step_resumes_exactly_across_epochs():
   config = _config()
-  steps = input_pipeline.steps_per_epoch(config, 64)
+  steps = data.steps_per_epoch(config, 64)
   assert steps == 1437 // 64
-  full = _take(input_pipeline.create_split(config, 'train', batch_size=64, seed=3, train=True),
+  full = _take(tfdata.create_split(config, 'train', batch_size=64, seed=3, train=True),
                2 * steps + 2)
   # Epochs differ in order: each is a permutation of the same examples.
   assert not np.array_equal(full[0]['label'], full[steps]['label'])
   for start in (5, steps - 1, steps, 2 * steps + 1):
-    resumed = _take(input_pipeline.create_split(config, 'train', batch_size=64, seed=3,
+    resumed = _take(tfdata.create_split(config, 'train', batch_size=64, seed=3,
                                                 train=True, start_step=start), 1)[0]
     assert all(np.array_equal(resumed[key], full[start][key]) for key in resumed), start
 
@@ -152,7 +155,7 @@ def test_crop_flip_shifts_with_zero_padding_and_flips_half_the_time(tmp_path):
   images = list(np.random.default_rng(0).integers(0, 256, (32, 8, 8, 3), np.uint8))
   config = _config(name='image_folder', data_dir=_flat_folder(tmp_path, images),
                    image_size=8, crop_padding=2, augment='crop_flip')
-  batches = _take(input_pipeline.create_split(config, 'test', batch_size=32, seed=0,
+  batches = _take(tfdata.create_split(config, 'test', batch_size=32, seed=0,
                                               train=True), 12)
   table = _candidates(images, padding=2)
   outputs = [table[image.tobytes()] for batch in batches for image in _pixels(batch)]
@@ -171,9 +174,9 @@ def test_imagenet_augmentation_keeps_size_range_and_jitters_colour(tmp_path):
                  np.broadcast_to(colour, (30 + 2 * label, 44 - label, 3)).astype(np.uint8))
   config = _config(name='image_folder', data_dir=str(tmp_path), num_classes=16, image_size=16,
                    augment='imagenet')
-  train = _take(input_pipeline.create_split(config, 'test', batch_size=16, seed=0,
+  train = _take(tfdata.create_split(config, 'test', batch_size=16, seed=0,
                                             train=True), 4)
-  test = next(input_pipeline.create_split(config, 'test', batch_size=16, seed=0, train=False))
+  test = next(tfdata.create_split(config, 'test', batch_size=16, seed=0, train=False))
   for batch in train + [test]:
     assert batch['image'].shape == (16, 16, 16, 3)
     assert 0.0 <= batch['image'].min() and batch['image'].max() <= 1.0
@@ -189,7 +192,7 @@ def test_imagenet_augmentation_keeps_size_range_and_jitters_colour(tmp_path):
 def test_folder_images_of_other_sizes_are_fitted(tmp_path):
   images = [np.full((12, 8, 3), 200, np.uint8), np.full((5, 9, 3), 100, np.uint8)]
   config = _config(name='image_folder', data_dir=_flat_folder(tmp_path, images), image_size=4)
-  batch = next(input_pipeline.create_split(config, 'test', batch_size=2, seed=0, train=False))
+  batch = next(tfdata.create_split(config, 'test', batch_size=2, seed=0, train=False))
   assert batch['image'].shape == (2, 4, 4, 3)
   assert np.allclose(_pixels(batch)[:, :, :, 0], np.array([200, 100])[:, None, None], atol=1)
   assert batch['label'].tolist() == [-1, -1]
@@ -205,8 +208,8 @@ def test_image_folder_labels_by_class_and_splits_by_subfolder(tmp_path):
         image = np.full((6, 6, 3), 100 * label + 10 * index, np.uint8)
         _write_image(str(tmp_path / split / name / 'nested' / f'{index}.png'), image)
   config = _config(name='image_folder', data_dir=str(tmp_path), image_size=6, num_classes=2)
-  assert input_pipeline.steps_per_epoch(config, 2) == 3  # Sizes are counted: 6 train images.
-  batches = list(input_pipeline.create_split(config, 'test', batch_size=3, seed=0,
+  assert data.steps_per_epoch(config, 2) == 3  # Sizes are counted: 6 train images.
+  batches = list(tfdata.create_split(config, 'test', batch_size=3, seed=0,
                                              train=False))
   labels, images = _real(batches, 'label'), _pixels({'image': _real(batches)})
   assert labels.tolist() == [0, 0, 1, 1]
@@ -227,11 +230,11 @@ def test_tiny_imagenet_folder_layout(tmp_path):
   (tmp_path / 'val' / 'val_annotations.txt').write_text(''.join(rows))
   config = _config(name='tiny_imagenet', data_dir=str(tmp_path), image_size=8, num_classes=3,
                    train_size=12, test_size=6, test_split='val')
-  test = list(input_pipeline.create_split(config, 'test', batch_size=4, seed=0, train=False))
+  test = list(tfdata.create_split(config, 'test', batch_size=4, seed=0, train=False))
   colours = _pixels({'image': _real(test)})[:, 0, 0, 0]
   assert _real(test, 'label').tolist() == [1, 0, 2, 1, 0, 2]
   assert (colours // 60 - 1).tolist() == [1, 0, 2, 1, 0, 2]
-  train = next(input_pipeline.create_split(config, 'train', batch_size=12, seed=0, train=True))
+  train = next(tfdata.create_split(config, 'train', batch_size=12, seed=0, train=True))
   assert sorted(train['label'].tolist()) == [0] * 4 + [1] * 4 + [2] * 4
 
 
@@ -241,16 +244,16 @@ def test_tiny_imagenet_folder_layout(tmp_path):
 def test_process_shards_are_disjoint_and_cover_the_split(tmp_path):
   config = _config(name='image_folder', data_dir=_flat_folder(tmp_path, _constant_images(11)),
                    image_size=8, crop_padding=0)
-  passes = [list(input_pipeline.create_split(config, 'test', batch_size=4, seed=0, train=False,
+  passes = [list(tfdata.create_split(config, 'test', batch_size=4, seed=0, train=False,
                                              process_index=index, process_count=2))
             for index in range(2)]
   assert [len(batches) for batches in passes] == [2, 2]
-  assert input_pipeline.num_eval_batches(config, 4, 2) == 2
+  assert tfdata.num_eval_batches(config, 4, 2) == 2
   shards = [_ids(_real(batches)) for batches in passes]
   # Strided shards: examples 0, 2, 4, ... and 1, 3, 5, ... (class-sorted lists stay mixed).
   assert shards == [list(range(0, 11, 2)), list(range(1, 11, 2))]
   # Training: within an epoch, the processes see disjoint examples of their own shards.
-  epoch = [_ids(np.concatenate([batch['image'] for batch in _take(input_pipeline.create_split(
+  epoch = [_ids(np.concatenate([batch['image'] for batch in _take(tfdata.create_split(
       config, 'test', batch_size=2, seed=0, train=True, process_index=index,
       process_count=2), 2)])) for index in range(2)]
   assert set(epoch[0]) <= set(shards[0]) and set(epoch[1]) <= set(shards[1])
@@ -262,13 +265,13 @@ def test_global_batches_assembles_sharded_arrays_in_order():
   local = [{'image': np.full((2 * jax.local_device_count(), 3), step, np.float32),
             'label': np.arange(2 * jax.local_device_count(), dtype=np.int32)}
            for step in range(5)]
-  result = list(input_pipeline.global_batches(iter(local), mesh, prefetch=2))
+  result = list(parallel.global_batches(iter(local), mesh, prefetch=2))
   assert [np.asarray(batch['image'])[0, 0] for batch in result] == [0, 1, 2, 3, 4]
   assert result[0]['image'].shape == (2 * jax.device_count(), 3)
   assert result[0]['label'].sharding.spec == jax.sharding.PartitionSpec('batch')
   assert np.array_equal(np.asarray(result[3]['label']), local[3]['label'])
   with pytest.raises(ValueError, match="axis named 'batch'"):
-    input_pipeline.global_batches(iter(local), jax.make_mesh((1,), ('data',)))
+    parallel.global_batches(iter(local), jax.make_mesh((1,), ('data',)))
 
 
 # tfds datasets, mocked: metadata written here, examples from tfds.testing.mock_data.
@@ -294,9 +297,9 @@ def test_cifar_through_mocked_tfds(tmp_path, name, num_classes):
                    test_size=24)
   with tfds.testing.mock_data(num_examples=24, data_dir=data_dir):
     expected = tfds.as_numpy(tfds.builder(name).as_dataset(split='test', batch_size=-1))
-    test = list(input_pipeline.create_split(config, 'test', batch_size=10, seed=0,
+    test = list(tfdata.create_split(config, 'test', batch_size=10, seed=0,
                                             train=False))
-    train = _take(input_pipeline.create_split(config, 'train', batch_size=8, seed=0,
+    train = _take(tfdata.create_split(config, 'train', batch_size=8, seed=0,
                                               train=True), 4)
   assert np.array_equal(_pixels({'image': _real(test)}), expected['image'])
   assert np.array_equal(_real(test, 'label'), expected['label'])
@@ -313,11 +316,11 @@ def test_imagenet_streams_and_resumes_through_mocked_tfds(tmp_path):
                    test_size=20, test_split='validation', image_size=16, augment='imagenet',
                    shuffle_buffer=8)
   with tfds.testing.mock_data(num_examples=20, data_dir=data_dir):
-    full = _take(input_pipeline.create_split(config, 'train', batch_size=4, seed=0,
+    full = _take(tfdata.create_split(config, 'train', batch_size=4, seed=0,
                                              train=True), 7)
-    resumed = next(input_pipeline.create_split(config, 'train', batch_size=4, seed=0,
+    resumed = next(tfdata.create_split(config, 'train', batch_size=4, seed=0,
                                                train=True, start_step=6))
-    test = list(input_pipeline.create_split(config, 'test', batch_size=8, seed=0,
+    test = list(tfdata.create_split(config, 'test', batch_size=8, seed=0,
                                             train=False))
   assert all(np.array_equal(resumed[key], full[6][key]) for key in resumed)
   assert full[0]['image'].shape == (4, 16, 16, 3)
@@ -363,8 +366,8 @@ def test_cub_boxes_move_with_the_image(tmp_path):
   config = _config(name='caltech_birds2011', data_dir=data_dir, num_classes=200, train_size=4,
                    test_size=4, image_size=32, augment='cub', with_bbox=True)
   with tfds.testing.mock_data(num_examples=4, data_dir=data_dir, as_dataset_fn=_cub_as_dataset):
-    test = next(input_pipeline.create_split(config, 'test', batch_size=4, seed=0, train=False))
-    train = _take(input_pipeline.create_split(config, 'train', batch_size=4, seed=0,
+    test = next(tfdata.create_split(config, 'test', batch_size=4, seed=0, train=False))
+    train = _take(tfdata.create_split(config, 'train', batch_size=4, seed=0,
                                               train=True), 6)
   expected = np.array([[top / h, left / w, bottom / h, right / w] for (h, w), (
       top, left, bottom, right) in zip(_CUB_SHAPES, _CUB_BOXES)])
@@ -386,38 +389,38 @@ def test_cub_boxes_move_with_the_image(tmp_path):
 
 
 def test_unknown_names_list_the_valid_ones():
-  for field, valid in (('name', input_pipeline.DATASETS),
-                       ('augment', input_pipeline.AUGMENTATIONS)):
+  for field, valid in (('name', data.DATASETS),
+                       ('augment', data.AUGMENTATIONS)):
     with pytest.raises(ValueError, match=f"Unknown config.dataset.{field} 'mnist'") as error:
-      input_pipeline.create_split(_config(**{field: 'mnist'}), 'train', batch_size=8, seed=0,
+      tfdata.create_split(_config(**{field: 'mnist'}), 'train', batch_size=8, seed=0,
                                   train=True)
-    assert all(f"'{name}'" in str(error.value) for name in valid)
+    assert all(name in str(error.value) for name in valid)
   with pytest.raises(ValueError, match="Unknown split 'val'.*'train', 'test'"):
-    input_pipeline.create_split(_config(), 'val', batch_size=8, seed=0, train=False)
+    tfdata.create_split(_config(), 'val', batch_size=8, seed=0, train=False)
   with pytest.raises(ValueError, match="test split 'validation' for digits.*'test', 'train'"):
-    input_pipeline.create_split(_config(test_split='validation'), 'test', batch_size=8,
+    tfdata.create_split(_config(test_split='validation'), 'test', batch_size=8,
                                 seed=0, train=False)
   with pytest.raises(ValueError, match='has no boxes.*caltech_birds2011'):
-    input_pipeline.create_split(_config(with_bbox=True), 'test', batch_size=8, seed=0,
+    tfdata.create_split(_config(with_bbox=True), 'test', batch_size=8, seed=0,
                                 train=False)
 
 
 def test_sizes_and_classes_that_disagree_with_the_data_say_the_right_value():
   with pytest.raises(ValueError, match='has 1437 examples.*set config.dataset.train_size = 1437'):
-    input_pipeline.create_split(_config(train_size=1500), 'train', batch_size=8, seed=0,
+    tfdata.create_split(_config(train_size=1500), 'train', batch_size=8, seed=0,
                                 train=True)
   with pytest.raises(ValueError, match='set config.dataset.num_classes = 10'):
-    input_pipeline.create_split(_config(num_classes=100), 'train', batch_size=8, seed=0,
+    tfdata.create_split(_config(num_classes=100), 'train', batch_size=8, seed=0,
                                 train=True)
   with pytest.raises(ValueError, match='global batch size 2000'):
-    input_pipeline.steps_per_epoch(_config(), 2000)
+    data.steps_per_epoch(_config(), 2000)
 
 
 def test_unprepared_tfds_dataset_fails_fast_with_instructions(tmp_path):
   start = time.monotonic()
   for name, extra in (('cifar10', ''), ('imagenet2012', 'ILSVRC2012_img_train.tar')):
     with pytest.raises(FileNotFoundError) as error:
-      input_pipeline.create_split(_config(name=name, data_dir=str(tmp_path)), 'train',
+      tfdata.create_split(_config(name=name, data_dir=str(tmp_path)), 'train',
                                   batch_size=8, seed=0, train=True)
     message = str(error.value)
     assert f"'{name}' is not prepared in data_dir {tmp_path}" in message
@@ -427,17 +430,40 @@ def test_unprepared_tfds_dataset_fails_fast_with_instructions(tmp_path):
 
 def test_missing_or_empty_folders_show_the_expected_layout(tmp_path):
   with pytest.raises(FileNotFoundError, match=r'is not a folder(.|\n)*<wnid>/images'):
-    input_pipeline.create_split(_config(name='tiny_imagenet', data_dir=str(tmp_path / 'no')),
+    tfdata.create_split(_config(name='tiny_imagenet', data_dir=str(tmp_path / 'no')),
                                 'train', batch_size=8, seed=0, train=True)
   with pytest.raises(ValueError, match='set config.dataset.data_dir(.|\n)*labeled:'):
-    input_pipeline.create_split(_config(name='image_folder'), 'test', batch_size=8, seed=0,
+    tfdata.create_split(_config(name='image_folder'), 'test', batch_size=8, seed=0,
                                 train=False)
   (tmp_path / 'empty' / 'test').mkdir(parents=True)
   with pytest.raises(FileNotFoundError, match=r'no images in .*empty/test(.|\n)*unlabeled:'):
-    input_pipeline.create_split(_config(name='image_folder', data_dir=str(tmp_path / 'empty')),
+    tfdata.create_split(_config(name='image_folder', data_dir=str(tmp_path / 'empty')),
                                 'test', batch_size=8, seed=0, train=False)
   (tmp_path / 'tiny' / 'train' / 'n01' / 'images').mkdir(parents=True)
   with pytest.raises(FileNotFoundError, match=r'val_annotations.txt(.|\n)*<wnid>/images'):
-    input_pipeline.create_split(
+    tfdata.create_split(
         _config(name='tiny_imagenet', data_dir=str(tmp_path / 'tiny'), test_split='val'),
         'test', batch_size=8, seed=0, train=False)
+
+
+def test_the_entry_point_serves_tfdata_batches_to_the_step_and_to_evaluation():
+  config = _config(pipeline='tfdata', image_size=16)
+  mesh = parallel.data_mesh()
+  assert data.backend(config) == 'tfdata'
+  feed = data.train_feed(config, mesh, global_batch_size=16, seed=0, start_step=3)
+  assert feed.resident == {}
+  expected = _take(tfdata.process_batches(config, 'train', global_batch_size=16, seed=0,
+                                          train=True, start_step=3), 2)
+  for want in expected:
+    got = jax.device_get(feed.batch(feed.resident, next(feed)))
+    assert sorted(got) == sorted(want)
+    for key in want:
+      np.testing.assert_array_equal(got[key], want[key])
+  passes = [jax.device_get(list(data.eval_batches(config, mesh, global_batch_size=120)))
+            for _ in range(2)]  # Each iteration a new pass.
+  want = list(tfdata.create_split(config, 'test', batch_size=120, seed=0, train=False))
+  for got in passes:
+    assert len(got) == len(want) == 3
+    for got_batch, want_batch in zip(got, want):
+      np.testing.assert_array_equal(got_batch['image'], want_batch['image'])
+      np.testing.assert_array_equal(got_batch['mask'], want_batch['mask'])
