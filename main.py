@@ -3,8 +3,10 @@
   python -m main --config configs/digits.py --workdir workdirs/digits            # train
   python -m main --config configs/digits.py --workdir workdirs/digits --mode eval
   python -m main --config configs/cifar100_preactresnet18.py --mode summary
-  python -m main --config configs/digits.py --config.mixup.method=cutmix --workdir ...
+  python -m main --config configs/digits.py:cutmix --workdir workdirs/digits_cutmix
 
+The method is the config's argument (`file.py:method`), which also sets its network and
+hyperparameters; `--config.mixup.method=...` alone would not, and is refused.
 Several processes (TPU VM slices, Slurm): pass `--multiprocess` on every worker, which calls
 `jax.distributed.initialize()` (cluster auto-detection), or give the coordinator
 explicitly with `--coordinator_address`, `--num_processes` and `--process_id`.
@@ -17,6 +19,9 @@ from absl import flags
 from absl import logging
 import jax
 from ml_collections import config_flags
+
+from alignmix_jax import cli
+from alignmix_jax import workdir
 
 MODES = ('train', 'eval', 'summary')
 
@@ -46,6 +51,38 @@ def initialize_distributed():
     jax.distributed.initialize()
 
 
+def _usage_problem(argv):
+  """What is wrong with the (parsed) command line, or None."""
+  if FLAGS.config is None:
+    return '--config is required, e.g. --config configs/digits.py.'
+  if any(arg.startswith('--config.mixup.method') for arg in argv):
+    return ('--config.mixup.method changes the method but not the network and '
+            'hyperparameters the config sets for it (a baseline has no decoder and its own '
+            'alpha): give it as the config argument instead, e.g. --config '
+            'configs/digits.py:cutmix.')
+  if FLAGS.checkpoint_step is not None and FLAGS.mode != 'eval':
+    return (f'--checkpoint_step is for --mode eval; --mode {FLAGS.mode} resumes from the '
+            'latest checkpoint.')
+  return None
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with a clear one-line error (exit status 2) for a command line or
+  a config that cannot be used."""
+  try:
+    args = FLAGS(argv)
+    problem = _usage_problem(argv)
+    if problem is None:
+      FLAGS.config.keys()  # Loads the config file and applies the overrides now.
+  except Exception as error:  # pylint: disable=broad-except
+    # ml_collections raises OSError, AttributeError, flag errors... with tracebacks.
+    problem = cli.config_error(argv, error)
+  if problem is None:
+    return args
+  print(f'error: {problem}', file=sys.stderr)
+  sys.exit(2)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -72,12 +109,12 @@ def main(argv):
     else:
       from alignmix_jax.evaluation import runner  # pylint: disable=g-import-not-at-top
       runner.evaluate(config, FLAGS.workdir, checkpoint_step=FLAGS.checkpoint_step)
-  except (ValueError, FileNotFoundError, FloatingPointError) as error:
+  except (ValueError, FileNotFoundError, FloatingPointError, ImportError,
+          workdir.WorkdirInUseError) as error:
     logging.error('%s', error)
     print(f'error: {error}', file=sys.stderr)
     sys.exit(1)
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['config'])
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

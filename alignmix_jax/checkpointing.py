@@ -3,11 +3,19 @@
 Each checkpoint holds two items: `state` (the `TrainState` pytree: step, params,
 batch_stats, opt_state, rng) and `progress` (JSON: the best test top-1 so far). Saves are
 asynchronous; the last N are kept.
+
+Restoring the latest checkpoint falls back to the newest one that restores when newer ones
+are damaged (truncated or missing files), with a warning naming them; a training run moves
+them aside to `<workdir>/damaged_checkpoints/<step>` so that it can save those steps again.
+A checkpoint of another model (its shapes differ from the config's) is an error, not damage.
 """
 
 import os
+import shutil
 
+from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -21,16 +29,34 @@ def checkpoint_dir(workdir):
   return os.path.join(os.path.abspath(workdir), 'checkpoints')
 
 
+def _shapes(tree):
+  """`{key path (names as str): shape}` of a pytree of arrays or their metadata."""
+  def name(key):
+    for attribute in ('key', 'name', 'idx'):
+      if hasattr(key, attribute):
+        return str(getattr(key, attribute))
+    return str(key)
+  return {tuple(name(key) for key in path): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
 class Checkpoints:
   """A `CheckpointManager` for one workdir: save, latest step, restore."""
 
   def __init__(self, workdir, *, keep=3, read_only=False):
+    self.workdir = os.path.abspath(workdir)
     self.directory = checkpoint_dir(workdir)
-    self.manager = ocp.CheckpointManager(
-        self.directory, item_names=('state', 'progress'),
+    self._keep, self._read_only = keep, read_only
+    self.manager = self._manager()
+
+  def _manager(self):
+    return ocp.CheckpointManager(
+        self.directory,
+        item_handlers={'state': ocp.StandardCheckpointHandler(),
+                       'progress': ocp.JsonCheckpointHandler()},
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, enable_async_checkpointing=True, create=not read_only,
-            read_only=read_only))
+            max_to_keep=self._keep, enable_async_checkpointing=True,
+            create=not self._read_only, read_only=self._read_only))
 
   def latest_step(self):
     return self.manager.latest_step()
@@ -42,32 +68,84 @@ class Checkpoints:
         state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)))
 
   def restore(self, target, step=None):
-    """Restores `(state, progress)` at `step` (default: the latest) onto `target`'s
-    shapes, dtypes and shardings.
+    """Restores `(state, progress)` at `step` (default: the newest checkpoint that restores)
+    onto `target`'s shapes, dtypes and shardings.
 
     Raises:
-      FileNotFoundError: no checkpoint in the directory.
-      ValueError: the checkpoint does not fit `target` (another model or config).
+      FileNotFoundError: no checkpoint (at `step`) in the directory.
+      ValueError: the checkpoint does not fit `target` (another model or config), or no
+        checkpoint restores (every one is damaged).
     """
-    step = self.latest_step() if step is None else step
-    if step is None:
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    if step is None and not steps:
       raise FileNotFoundError(
           f'No checkpoint in {self.directory}. Train first with `python -m main --config '
           '<config> --workdir <workdir>` (same workdir), or point --workdir at a run.')
-    if step not in self.manager.all_steps():
+    if step is not None and step not in steps:
       raise FileNotFoundError(f'No checkpoint for step {step} in {self.directory}; it has '
-                              f'steps {sorted(self.manager.all_steps())}.')
+                              f'steps {sorted(steps)}.')
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    damaged = []
+    for candidate in steps if step is None else [step]:
+      self._check_fits(candidate, abstract)
+      try:
+        restored = self.manager.restore(candidate, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), progress=ocp.args.JsonRestore()))
+      except Exception as error:  # pylint: disable=broad-except
+        # Damaged files surface as tensorstore, OS or value errors, whatever orbax wraps.
+        logging.warning('The checkpoint at step %d in %s is damaged and cannot be '
+                        'restored: %s', candidate, self.directory, str(error).splitlines()[0])
+        damaged.append((candidate, error))
+        continue
+      if damaged:
+        logging.warning('Restored step %d, the newest checkpoint that restores; damaged: %s.',
+                        candidate, [s for s, _ in damaged])
+        self._set_aside([s for s, _ in damaged])
+      return restored['state'], dict(restored['progress'])
+    listed = '; '.join(f'step {s}: {str(e).splitlines()[0][:200]}' for s, e in damaged)
+    raise ValueError(
+        f'No checkpoint in {self.directory} can be restored, all are damaged ({listed}). '
+        'Delete them (or the folder) to start again, or restore a copy.')
+
+  def _check_fits(self, step, abstract):
+    """Raises a ValueError when the checkpoint's arrays have other shapes than `abstract`'s
+    (another model or config); unreadable metadata is left to the restore (damage)."""
     try:
-      restored = self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract), progress=ocp.args.JsonRestore()))
-    except (ValueError, KeyError, TypeError) as error:
+      saved = _shapes(self.manager.item_metadata(step)['state'])
+    except Exception:  # pylint: disable=broad-except
+      return
+    if not saved:  # No array metadata (e.g. _METADATA lost): damage, not another model.
+      return
+    expected = _shapes(abstract)
+    if saved != expected:
+      differing = sorted(set(saved) ^ set(expected)) + sorted(
+          k for k in set(saved) & set(expected) if saved[k] != expected[k])
       raise ValueError(
           f'The checkpoint at step {step} in {self.directory} does not fit the model of this '
           'config (different model, width, autoencoder, latent, number of classes or '
-          'optimizer?). Use the config the run was trained with, or a new --workdir. '
-          f'Orbax said: {error}') from error
-    return restored['state'], dict(restored['progress'])
+          'optimizer?): e.g. ' + ', '.join(
+              f'{"/".join(k)} {saved.get(k)} saved vs {expected.get(k)} now'
+              for k in differing[:3]) + '. Use the config the run was trained with, or a new '
+          '--workdir.')
+
+  def _set_aside(self, steps):
+    """Moves damaged checkpoints to `<workdir>/damaged_checkpoints/` (training only), so
+    that the run can save those steps again."""
+    if self._read_only:
+      return
+    self.manager.close()
+    if jax.process_index() == 0:
+      aside = os.path.join(self.workdir, 'damaged_checkpoints')
+      os.makedirs(aside, exist_ok=True)
+      for step in steps:
+        target = os.path.join(aside, str(step))
+        if os.path.exists(target):
+          shutil.rmtree(target)
+        shutil.move(os.path.join(self.directory, str(step)), target)
+        logging.warning('Moved the damaged checkpoint of step %d to %s.', step, target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('damaged checkpoints set aside')
+    self.manager = self._manager()
 
   def wait(self):
     self.manager.wait_until_finished()

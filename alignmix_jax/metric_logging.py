@@ -57,22 +57,40 @@ class Writer:
 
 
 def read_jsonl(workdir):
-  """The lines of `<workdir>/metrics.jsonl` as dicts (empty when there is none)."""
+  """The lines of `<workdir>/metrics.jsonl` as dicts (empty when there is none).
+
+  A torn last line (a run killed while writing it) is dropped with a warning; a damaged
+  line elsewhere is an error that names the file and the line.
+  """
   path = os.path.join(workdir, JSONL)
   if not os.path.exists(path):
     return []
   with open(path, encoding='utf-8') as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = [line for line in f.read().split('\n') if line.strip()]
+  out = []
+  for number, line in enumerate(lines, 1):
+    try:
+      out.append(json.loads(line))
+    except ValueError as error:
+      if number == len(lines):
+        logging.warning('Dropping the torn last line of %s (%s): %r', path, error, line[:80])
+        break
+      raise ValueError(f'{path}, line {number}, is not a JSON line ({error}); fix or delete '
+                       'that line.') from error
+  return out
 
 
 def truncate_jsonl(workdir, last_step):
-  """Drops the lines after `last_step`: a resumed run writes them again, identically."""
+  """Keeps the lines before `last_step` and its training lines: a resumed run writes the
+  later ones again, identically (and evaluates `last_step` again, see `train`)."""
   path = os.path.join(workdir, JSONL)
   if jax.process_index() != 0 or not os.path.exists(path):
     return
-  kept = [line for line in read_jsonl(workdir) if line['step'] <= last_step]
-  with open(path, 'w', encoding='utf-8') as f:
+  kept = [line for line in read_jsonl(workdir) if line['step'] < last_step
+          or (line['step'] == last_step and not any(name.startswith('test/') for name in line))]
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
     f.writelines(json.dumps(line) + '\n' for line in kept)
+  os.replace(path + '.tmp', path)
 
 
 def create_writer(workdir, collection=None):

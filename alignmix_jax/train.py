@@ -6,20 +6,23 @@ metrics every `log_every_steps`, test top-1 every `eval_every_epochs` (final and
 checkpoint every `checkpoint_every_steps`. Metrics go to TensorBoard, the log and
 `<workdir>/metrics.jsonl`.
 
-Guarantees:
+Guarantees (README, Training):
   * exact resume: a run restarted from a checkpoint (e.g. after SIGKILL) yields the same
     batches, random draws and metrics at every later step as an uninterrupted run (train
     metrics are averaged over windows that end at multiples of `log_every_steps`, and
-    checkpoint steps are such multiples);
-  * SIGTERM: the run saves a checkpoint at the next step and exits cleanly;
+    checkpoint steps are such multiples); a checkpoint is saved before the evaluation of its
+    step, and a run resumed there evaluates that step again;
+  * SIGTERM: the run goes on to the next multiple of `log_every_steps`, saves a checkpoint
+    there and exits cleanly (so its metrics equal an uninterrupted run's);
   * a non-finite loss or gradient stops the run with an error; the state of that step is
-    never applied, so the checkpoints on disk are the last good ones.
+    never applied, so the checkpoints on disk are the last good ones;
+  * one run per workdir (`workdir.Lock`); config.json records the config the run started
+    with; damaged checkpoints are skipped (`checkpointing`).
 """
 
 import contextlib
 import functools
 import json
-import os
 import signal
 import time
 
@@ -37,6 +40,7 @@ from alignmix_jax import modes
 from alignmix_jax import optim
 from alignmix_jax import parallel
 from alignmix_jax import train_step as train_step_lib
+from alignmix_jax import workdir as workdir_lib
 
 
 class StopSignal:
@@ -48,7 +52,8 @@ class StopSignal:
 
   def _handle(self, signum, frame):
     del signum, frame
-    logging.warning('SIGTERM received: saving a checkpoint and stopping.')
+    logging.warning('SIGTERM received: saving a checkpoint at the next log step and '
+                    'stopping.')
     self.requested = True
 
   def restore(self):
@@ -60,6 +65,14 @@ def check_config(config, num_devices):
   modes.method_table(config)  # Unknown method or bad mode weights.
   alignment.check_settings(config.mixup.sinkhorn_eps, config.mixup.sinkhorn_iters)
   data.backend(config.dataset)  # Unknown dataset, pipeline or augmentation.
+  for field, why in (('log_every_steps', 'train metrics are averaged over that many steps'),
+                     ('checkpoint_every_steps', 'a checkpoint is saved every that many steps'),
+                     ('eval_every_epochs', 'test top-1 is measured every that many epochs'),
+                     ('keep_checkpoints', 'that many latest checkpoints are kept; 0 would '
+                                          'delete every one')):
+    value = config[field]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f'{field}={value!r} must be an integer >= 1 ({why}).')
   if config.batch_size % num_devices:
     raise ValueError(f'batch_size={config.batch_size} must be a multiple of the number of '
                      f'devices ({num_devices}).')
@@ -140,32 +153,31 @@ def evaluate_top1(eval_fn, variables, test_batches):
           'test/loss': float(totals['loss_sum'] / totals['count'])}
 
 
-def _write_config(config, workdir):
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
-      f.write(config.to_json_best_effort(indent=2))
-
-
 def train_and_evaluate(config, workdir):
   """Trains `config` in `workdir` (resuming from its latest checkpoint) and evaluates it.
 
   Returns:
     The last scalars: `test/top1` (final), `test/best_top1`, `test/loss` and `step`.
+
+  Raises:
+    ValueError, FileNotFoundError: settings or data that cannot run, a workdir that cannot
+      be written; `workdir.WorkdirInUseError`: another run trains in `workdir`;
+      FloatingPointError: a non-finite loss or gradient.
   """
   mesh = parallel.data_mesh()
   check_config(config, mesh.size)
-  stop = StopSignal()  # From here on, SIGTERM means: save at the next step and leave.
-  try:
-    return _train(config, workdir, mesh, stop)
-  finally:
-    stop.restore()
+  workdir_lib.prepare(workdir)
+  with workdir_lib.Lock(workdir):
+    stop = StopSignal()  # From here on, SIGTERM means: save at the next log step and leave.
+    try:
+      return _train(config, workdir, mesh, stop)
+    finally:
+      stop.restore()
 
 
 def _train(config, workdir, mesh, stop):
-  """`train_and_evaluate` once the config is checked and SIGTERM is handled."""
-  os.makedirs(workdir, exist_ok=True)
-  _write_config(config, workdir)
-
+  """`train_and_evaluate` once the config is checked, the workdir locked and SIGTERM
+  handled."""
   model = models.create_model(config)
   steps_per_epoch = data.steps_per_epoch(config.dataset, config.batch_size)
   num_steps = (config.num_train_steps if config.num_train_steps > 0
@@ -180,15 +192,16 @@ def _train(config, workdir, mesh, stop):
 
   checkpoints = checkpointing.Checkpoints(workdir, keep=config.keep_checkpoints)
   progress = {'best_top1': 0.0}
-  if checkpoints.latest_step() is not None:
+  resumed = checkpoints.latest_step() is not None
+  if resumed:
     state, progress = checkpoints.restore(state)
     logging.info('Resumed from step %d in %s.', int(state.step), checkpoints.directory)
   elif config.model.pretrained:
     state = checkpointing.load_pretrained_encoder(config.model.pretrained, state)
     logging.info('Encoder initialised from %s.', config.model.pretrained)
   start = int(jax.device_get(state.step))
+  workdir_lib.record_config(config, workdir, resumed)
   metric_logging.truncate_jsonl(workdir, start)
-  writer = metric_logging.create_writer(workdir)
   logging.info('%s: %d steps (%d per epoch), global batch %d on %d devices, modes %s.',
                config.mixup.method, num_steps, steps_per_epoch, config.batch_size, mesh.size,
                modes.method_table(config))
@@ -203,10 +216,22 @@ def _train(config, workdir, mesh, stop):
       functools.partial(train_step_lib.eval_step, model=model), mesh)
   test_batches = data.eval_batches(config.dataset, mesh,
                                    global_batch_size=config.eval.batch_size)
+  writer = metric_logging.create_writer(workdir)
   progress_meter = Progress(start, num_steps)
   window = []
   last = {'step': start}
+
+  def evaluate(step):
+    with progress_meter.paused():
+      scalars = evaluate_top1(eval_fn, state.variables(), test_batches)
+    progress['best_top1'] = max(progress['best_top1'], scalars['test/top1'])
+    scalars['test/best_top1'] = progress['best_top1']
+    writer.write_scalars(step, scalars)
+    last.update(scalars)
+
   try:
+    if resumed and (start % eval_every == 0 or start == num_steps):
+      evaluate(start)  # Saved before its evaluation: that evaluation is done again here.
     for step in range(start, num_steps):
       state, metrics = train_fn(state, feed.resident, next(feed))
       window.append(metrics)
@@ -225,20 +250,15 @@ def _train(config, workdir, mesh, stop):
               'optimizer.learning_rate or check the data, then restart.')
         writer.write_scalars(done, {**summarize_window(stacked, table_modes),
                                     **progress_meter.report(done)})
-      if done % eval_every == 0 or done == num_steps:
-        with progress_meter.paused():
-          scalars = evaluate_top1(eval_fn, state.variables(), test_batches)
-        progress['best_top1'] = max(progress['best_top1'], scalars['test/top1'])
-        scalars['test/best_top1'] = progress['best_top1']
-        writer.write_scalars(done, scalars)
-        last.update(scalars)
-      if saving:
+      if saving:  # Before the evaluation: a failing evaluation loses no work.
         with progress_meter.paused():
           checkpoints.save(state, progress)
       last['step'] = done
       if stopping:
         logging.warning('Stopped at step %d after SIGTERM; checkpoint saved.', done)
         break
+      if done % eval_every == 0 or done == num_steps:
+        evaluate(done)
   finally:
     checkpoints.wait()
     checkpoints.close()
@@ -249,10 +269,11 @@ def _train(config, workdir, mesh, stop):
 
 
 def _stop_requested(stop, step, log_every_steps):
-  """Single process: SIGTERM acts at once. Several: all processes agree at log steps."""
-  if jax.process_count() == 1:
-    return stop.requested
+  """Whether to stop after `step`: at log steps only (so that the metrics windows are an
+  uninterrupted run's), once any process received SIGTERM."""
   if step % log_every_steps:
     return False
+  if jax.process_count() == 1:
+    return stop.requested
   flags = multihost_utils.process_allgather(np.int32(stop.requested))
   return bool(np.max(flags))

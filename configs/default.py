@@ -31,9 +31,12 @@ def get_config():
   config.dataset.data_dir = ''
   # Back end of the batches (alignmix_jax/data): 'device' holds the split on the
   # accelerators and batches it inside the train step (no TensorFlow); 'tfdata' makes them
-  # on the host with tf.data; 'auto' is 'device' for digits, fashion_mnist, cifar10/100 and
-  # tiny_imagenet, 'tfdata' for the rest.
+  # on the host with tf.data; 'auto' is 'device' for the datasets held in memory (all but
+  # imagenet2012 and caltech_birds2011), 'tfdata' for the rest.
   config.dataset.pipeline = 'auto'
+  # Folder datasets (tiny_imagenet, image_folder): leave out the images that cannot be
+  # decoded, with a warning and a count, instead of stopping with an error naming the file.
+  config.dataset.skip_unreadable = False
   config.dataset.image_size = 32  # Side of the square images the model sees.
   config.dataset.num_classes = 10
   config.dataset.train_split = 'train'
@@ -127,7 +130,12 @@ def get_config():
   config.eval.pgd_step = 2 / 255
   config.eval.pgd_iters = 20
   config.eval.calibration_bins = 15
-  config.eval.ood_folders = ml_collections.ConfigDict()  # name -> image folder path.
+  # OOD image folders (the ODIN release's sets; '' = not used), set from the command line
+  # with e.g. --config.eval.ood_folders.lsun_crop=/data/LSUN. Other sets: add a field here
+  # or in a config file.
+  config.eval.ood_folders = ml_collections.ConfigDict({
+      name: '' for name in ('lsun_crop', 'lsun_resize', 'isun', 'tiny_imagenet_crop',
+                            'tiny_imagenet_resize')})
   config.eval.ood_noise = ('uniform', 'gaussian')  # Built-in OOD noise sets (uniform | gaussian).
   config.eval.cam_threshold = 0.15
   return config

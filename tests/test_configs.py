@@ -74,7 +74,7 @@ def test_command_line_overrides_reach_the_config(tmp_path):
 
 def test_a_bucket_workdir_is_refused_with_the_fix(tmp_path):
   result = subprocess.run(
-      [sys.executable, '-m', 'main', '--config', 'tests/tiny_config.py',
+      [sys.executable, '-m', 'main', '--config', os.path.join(REPO, 'tests', 'tiny_config.py'),
        '--workdir', 'gs://bucket/run'], cwd=tmp_path, capture_output=True, text=True,
       timeout=300, check=False, env={**os.environ, 'PYTHONPATH': REPO})
   assert result.returncode == 1

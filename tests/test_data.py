@@ -366,7 +366,7 @@ def test_device_eval_batches_cover_the_split_once_with_masked_zero_padding():
     ({}, 'device'),
     ({'name': 'cifar10', 'augment': 'crop_flip'}, 'device'),
     ({'name': 'imagenet2012', 'augment': 'imagenet'}, 'tfdata'),
-    ({'name': 'image_folder'}, 'tfdata'),
+    ({'name': 'image_folder'}, 'device'),
     ({'name': 'image_folder', 'pipeline': 'device'}, 'device'),
     ({'pipeline': 'tfdata'}, 'tfdata'),
 ])

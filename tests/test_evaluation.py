@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from PIL import Image
 from sklearn import metrics as sk_metrics
 
 from alignmix_jax.evaluation import attacks
@@ -328,6 +329,7 @@ def tiny_config(tmp_path, programs):
   config.eval.pgd_iters = 3
   folder = tmp_path / 'lsun'
   folder.mkdir()
+  Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / 'one.png')  # Not empty.
   config.eval.ood_folders.lsun = str(folder)
   return config
 

@@ -124,19 +124,6 @@ def test_exact_resume_after_sigkill(tmp_path):
     assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
-  process = _main(tmp_path, 'num_train_steps=100000', 'checkpoint_every_steps=1000')
-  _wait_for(tmp_path / metric_logging.JSONL, process)
-  process.send_signal(signal.SIGTERM)
-  code, output = _finish(process)
-  assert code == 0, output[-3000:]
-  assert 'SIGTERM' in output
-  saved = checkpointing.Checkpoints(tmp_path, read_only=True)
-  step = saved.latest_step()
-  saved.close()
-  assert step is not None and 0 < step < 1000
-
-
 def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
   # The rate is multiplied by 1e12 at epoch 0.5 (step 44): the run blows up after the
   # checkpoints at steps 4 to 44.

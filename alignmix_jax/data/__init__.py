@@ -15,8 +15,8 @@
             and none.
   'tfdata'  (`tfdata`) tf.data on the host CPUs; every dataset and augmentation. Needs
             tensorflow and tensorflow-datasets (`pip install .[tfds]`).
-  'auto'    'device' for digits, fashion_mnist, cifar10, cifar100 and tiny_imagenet,
-            'tfdata' for imagenet2012, caltech_birds2011 and image folders.
+  'auto'    'device' for the datasets held in memory (with those augmentations),
+            'tfdata' for imagenet2012 and caltech_birds2011.
 
 A batch, as the train step sees it on one device (b examples, S = `image_size`):
   'image' float32 [b, S, S, 3] in [0, 1] (the model normalizes), 'label' int32 [b],
@@ -60,7 +60,7 @@ def backend(dataset_config):
     raise ValueError(f'Unknown config.dataset.pipeline {pipeline!r}; valid: '
                      f'{", ".join(PIPELINES)}.')
   if pipeline == 'auto':
-    return ('device' if name in catalog.DEVICE_BY_DEFAULT
+    return ('device' if name in catalog.IN_MEMORY
             and dataset_config.augment in device.AUGMENTATIONS else 'tfdata')
   if pipeline == 'device':
     if name not in catalog.IN_MEMORY:

@@ -19,8 +19,10 @@ S = `config.dataset.image_size`, for
                  Pillow and cached beside it as `alignmix_<split>_<S>.npz` (when writable).
   image_folder   every image of the folder, decoded with Pillow.
 Images that are not S x S are fitted to it: the shorter side resized to S (bilinear, with
-antialiasing), then the centre crop. Missing or malformed files raise errors that name the
-file and how to get it.
+antialiasing), then the centre crop. Everything is read before training starts: missing or
+malformed files raise errors that name the file and how to get it; with
+`config.dataset.skip_unreadable` unreadable images (of the folder datasets) are left out
+with a warning and a count instead.
 """
 
 import gzip
@@ -28,6 +30,7 @@ import hashlib
 import os
 import tarfile
 
+from absl import logging
 import jax
 import numpy as np
 
@@ -221,28 +224,47 @@ def _tfds(dataset_config, split):
 
 
 def _decode(path):
-  """One image file as uint8 `[h, w, 3]` (grey and palette images become RGB)."""
+  """One image file as uint8 `[h, w, 3]` (grey, 1-bit and palette images become RGB)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  try:
-    with Image.open(path) as image:
-      return np.asarray(image.convert('RGB'))
-  except (OSError, ValueError, SyntaxError) as error:
-    raise ValueError(f'Cannot decode the image {path}: {error}. Replace or remove the file.') from error
+  with Image.open(path) as image:
+    return np.asarray(image.convert('RGB'))
 
 
-def _decode_all(paths, size):
-  """The images at `paths`, each fitted to `size` x `size`, as uint8 `[N, size, size, 3]`."""
+def _decode_all(dataset_config, split, paths, labels):
+  """The images at `paths`, each fitted to `image_size`: `{'image': uint8 [N, S, S, 3],
+  'label': int32 [N]}`. An unreadable image is an error naming it, or, with
+  `config.dataset.skip_unreadable`, left out with a warning and a count."""
+  from PIL import UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+  size = dataset_config.image_size
   out = np.empty((len(paths), size, size, 3), np.uint8)
-  for index, path in enumerate(paths):
-    out[index] = fit(_decode(path)[None], size)[0]
-  return out
+  kept, skipped = [], []
+  for path in paths:
+    try:
+      out[len(kept)] = fit(_decode(path)[None], size)[0]
+    except (OSError, ValueError, SyntaxError, UnidentifiedImageError) as error:
+      if not dataset_config.skip_unreadable:
+        raise ValueError(
+            f'Cannot decode the image {path} ({dataset_config.name}, '
+            f'{catalog.split_name(dataset_config, split)} split): {error}. Replace or remove '
+            'the file, or set config.dataset.skip_unreadable=True to leave unreadable images '
+            'out (with a warning and a count).') from error
+      skipped.append((path, error))
+      continue
+    kept.append(len(kept) + len(skipped))
+  if skipped:
+    logging.warning('Left out %d unreadable images of %s (%s split), e.g. %s: %s',
+                    len(skipped), dataset_config.name,
+                    catalog.split_name(dataset_config, split), skipped[0][0], skipped[0][1])
+  return {'image': out[:len(kept)], 'label': np.asarray(labels, np.int32)[kept]}
 
 
 def _cached_decode(dataset_config, split, paths, labels):
-  """`_decode_all`, cached in `data_dir` as an .npz keyed by the file list and the size."""
+  """`_decode_all`, cached in `data_dir` as an .npz keyed by the file list, the size and
+  `skip_unreadable`."""
   size = dataset_config.image_size
   root = dataset_config.data_dir
-  digest = hashlib.sha1('\n'.join(os.path.relpath(p, root) for p in paths).encode()).hexdigest()
+  listing = '\n'.join(os.path.relpath(p, root) for p in paths)
+  digest = hashlib.sha1(f'{listing}\nskip={dataset_config.skip_unreadable}'.encode()).hexdigest()
   cache = os.path.join(root, f'alignmix_{catalog.split_name(dataset_config, split)}_{size}.npz')
   if os.path.isfile(cache):
     try:
@@ -251,7 +273,7 @@ def _cached_decode(dataset_config, split, paths, labels):
           return {'image': cached['image'], 'label': cached['label']}
     except (OSError, ValueError, KeyError, EOFError):
       pass  # A damaged cache is rebuilt.
-  data = {'image': _decode_all(paths, size), 'label': np.asarray(labels, np.int32)}
+  data = _decode_all(dataset_config, split, paths, labels)
   try:
     with open(cache + '.tmp', 'wb') as f:
       np.savez(f, digest=digest, **data)
@@ -268,8 +290,7 @@ def _tiny_imagenet(dataset_config, split):
 
 def _image_folder(dataset_config, split):
   paths, labels = catalog.image_folder_files(dataset_config, split)
-  return {'image': _decode_all(paths, dataset_config.image_size),
-          'label': np.asarray(labels, np.int32)}
+  return _decode_all(dataset_config, split, paths, labels)
 
 
 _LOADERS = {'digits': _digits, 'fashion_mnist': _fashion_mnist, 'cifar10': _cifar,

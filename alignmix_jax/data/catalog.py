@@ -11,8 +11,9 @@ Datasets (`config.dataset.name`):
   imagenet2012, caltech_birds2011
                      tfds, streamed by the tf.data pipeline (too large for memory);
                      caltech_birds2011 has one box per image (`with_bbox`).
-All but the last two are held in memory as uint8 arrays (`arrays`) and, by default, on the
-accelerators (`config.dataset.pipeline`, see `alignmix_jax.data`).
+All but the last two are held in memory as uint8 arrays (`arrays`), read before training
+starts, and by default on the accelerators (`config.dataset.pipeline`, see
+`alignmix_jax.data`).
 
 Sizes: `config.dataset.train_size` / `test_size` are the split sizes (no network needed) and
 are checked against the data wherever it tells. `image_folder` sizes are counted from the
@@ -27,8 +28,6 @@ DATASETS = ('digits', 'fashion_mnist', 'cifar10', 'cifar100', 'imagenet2012',
 # Held in memory (and by default on the devices); the others are streamed by tf.data.
 IN_MEMORY = ('digits', 'fashion_mnist', 'cifar10', 'cifar100', 'tiny_imagenet',
              'image_folder')
-# 'auto' puts these on the devices; image folders (custom data of any size) stay on tf.data.
-DEVICE_BY_DEFAULT = ('digits', 'fashion_mnist', 'cifar10', 'cifar100', 'tiny_imagenet')
 WITH_BBOX = ('caltech_birds2011',)
 SPLITS = ('train', 'test')
 AUGMENTATIONS = ('crop_flip', 'crop', 'imagenet', 'cub', 'none')
@@ -166,7 +165,9 @@ def tiny_imagenet_files(dataset_config, split):
   """`(paths, labels)` of a Tiny-ImageNet-200 split ('train' or 'val'; 'test' is unlabeled)."""
   root = data_root(dataset_config, TINY_IMAGENET_LAYOUT)
   train_dir = os.path.join(root, 'train')
-  wnids = sorted(os.listdir(train_dir)) if os.path.isdir(train_dir) else []
+  wnids = sorted(name for name in os.listdir(train_dir)
+                 if os.path.isdir(os.path.join(train_dir, name))) if os.path.isdir(
+                     train_dir) else []
   if not wnids:
     raise FileNotFoundError(f'tiny_imagenet: no class folders in {train_dir}. Expected '
                             f'layout:\n{TINY_IMAGENET_LAYOUT}')

@@ -1,8 +1,7 @@
 """The tf.data back end: batches made on the host by tf.data, for any dataset.
 
 The only back end for the streamed datasets (imagenet2012, caltech_birds2011); selectable for
-the others with `config.dataset.pipeline='tfdata'` (the default for image folders). This
-module, `transforms` and nothing else import TensorFlow; TensorFlow runs on the host CPU only:
+the others with `config.dataset.pipeline='tfdata'`. This module, `transforms` and nothing else import TensorFlow; TensorFlow runs on the host CPU only:
 the accelerators belong to JAX, so GPUs are hidden from it here, before any of its ops runs.
 
   it = create_split(config.dataset, split='train', batch_size=per_process_batch,
@@ -24,8 +23,7 @@ Evaluation (`train=False`): one pass over this process's shard in a fixed order 
 test transform; the last batches are padded (zero images, label 0, mask 0) up to
 `num_eval_batches`, the same on every process, so each example counts exactly once.
 
-Sources: in-memory datasets come from `arrays.load` (image folders are read file by file as
-they go); the streamed ones from tfds. Sharding: shard i of n holds examples i, i + n,
+Sources: in-memory datasets come from `arrays.load`; the streamed ones from tfds. Sharding: shard i of n holds examples i, i + n,
 i + 2n, ... of an in-memory split (strided, so class-sorted file lists give every shard
 every class), and the i-th of `tfds.even_splits(split, n)` of a streamed one.
 """
@@ -191,12 +189,7 @@ def load(dataset_config, split, process_index, process_count):
   catalog.check_dataset(dataset_config)
   if dataset_config.name in _STREAMED:
     return _streamed_tfds(dataset_config, split, process_index, process_count)
-  if dataset_config.name == 'image_folder':  # Read file by file as the pipeline goes.
-    paths, labels = catalog.image_folder_files(dataset_config, split)
-    records = {'path': np.array(paths), 'label': np.array(labels, np.int32)}
-    decode = _decode_file
-  else:
-    records, decode = arrays.load(dataset_config, split), _decoded
+  records = arrays.load(dataset_config, split)
   # Strided shards: file lists sorted by class still give every process every class.
   shard = np.arange(process_index, len(records['label']), process_count)
   tensors = {key: tf.constant(value[shard]) for key, value in records.items()}
@@ -208,21 +201,13 @@ def load(dataset_config, split, process_index, process_count):
     return tf.data.Dataset.from_tensor_slices(order).map(
         lambda index: {key: tf.gather(value, index) for key, value in tensors.items()})
 
-  return Source(ordered, decode)
+  return Source(ordered, lambda record: record)
 
 
 def _decode_bytes(record):
   """Decodes an encoded image (JPEG, PNG, BMP or GIF; grey becomes RGB) and casts the label."""
   image = tf.io.decode_image(record['image'], channels=3, expand_animations=False)
   return dict(record, image=image, label=tf.cast(record['label'], tf.int32))
-
-
-def _decode_file(record):
-  return _decode_bytes({'image': tf.io.read_file(record['path']), 'label': record['label']})
-
-
-def _decoded(record):
-  return record
 
 
 def _tfds_builder(dataset_config, split):

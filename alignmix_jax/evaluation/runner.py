@@ -24,6 +24,7 @@ from alignmix_jax import data
 from alignmix_jax import metric_logging
 from alignmix_jax import models
 from alignmix_jax import parallel
+from alignmix_jax.data import catalog
 from alignmix_jax.evaluation import attacks
 from alignmix_jax.evaluation import calibration
 from alignmix_jax.evaluation import classification
@@ -73,9 +74,14 @@ def _folder_dataset(config, path):
   return dataset
 
 
+def ood_folders(config):
+  """`{name: path}` of the OOD image folders in use (`config.eval.ood_folders`, '' unused)."""
+  return {name: path for name, path in config.eval.ood_folders.items() if path}
+
+
 def _ood(config, fns, batches_fn, out_dir):
   folders = {name: batches_fn(_folder_dataset(config, path))
-             for name, path in config.eval.ood_folders.items()}
+             for name, path in ood_folders(config).items()}
   return ood.evaluate(fns.logits, batches_fn(config.dataset), folders,
                       noise=tuple(config.eval.ood_noise), seed=config.seed,
                       table_path=os.path.join(out_dir, 'ood.md'))
@@ -108,12 +114,13 @@ def check_config(config):
     raise ValueError(f'config.eval.top_k = {tuple(config.eval.top_k)} needs 1 <= k <= '
                      f'config.dataset.num_classes = {num_classes}.')
   if 'ood' in programs:
-    ood.check_set_names(tuple(config.eval.ood_noise), tuple(config.eval.ood_folders))
-    for name, path in config.eval.ood_folders.items():
+    ood.check_set_names(tuple(config.eval.ood_noise), tuple(ood_folders(config)))
+    for name, path in ood_folders(config).items():
       if not os.path.isdir(path):
         raise FileNotFoundError(f'OOD folder {name!r}: {path} is not a directory. Put the '
-                                f'images there, fix config.eval.ood_folders.{name}, or remove '
-                                'that entry.')
+                                f'images there, fix config.eval.ood_folders.{name}, or set '
+                                "it to '' (not used).")
+      catalog.image_folder_files(_folder_dataset(config, path), 'test')  # No images: error.
   if 'localization' in programs:
     if config.model.autoencoder != 'none':
       raise ValueError("The localization program needs CAMs, which the model defines only "
@@ -178,9 +185,20 @@ def evaluate(config, workdir, checkpoint_step=None):
                  cam=lambda images: model.apply(variables, images, method='cam'))
   mesh = parallel.data_mesh()
 
-  def batches_fn(dataset_config):
-    return data.eval_batches(dataset_config, mesh, global_batch_size=config.eval.batch_size)
+  sources = {}
 
+  def batches_fn(dataset_config):
+    key = dataset_config.to_json()
+    if key not in sources:
+      sources[key] = data.eval_batches(dataset_config, mesh,
+                                       global_batch_size=config.eval.batch_size)
+    return sources[key]
+
+  # Every input is read before any program runs: a missing or unreadable file fails here.
+  iter(batches_fn(config.dataset))
+  if 'ood' in config.eval.programs:
+    for path in ood_folders(config).values():
+      iter(batches_fn(_folder_dataset(config, path)))
   logging.info('Evaluating %s at step %d: %s.', workdir, step, tuple(config.eval.programs))
   results = run_programs(config, fns, batches_fn, workdir)
   writer = metric_logging.create_writer(workdir, collection='eval')
