@@ -107,6 +107,18 @@ class Checkpoints:
         f'No checkpoint in {self.directory} can be restored, all are damaged ({listed}). '
         'Delete them (or the folder) to start again, or restore a copy.')
 
+  def restore_arrays(self, step=None):
+    """The saved state of `step` (default: the latest) as it was saved, a dict of NumPy
+    arrays, whatever the current config (e.g. another run's encoder to fine-tune)."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'No checkpoint in {self.directory}.')
+    # NumPy targets: restored on the host, whatever devices the run that saved it had.
+    metadata = self.manager.item_metadata(step)['state']
+    target = jax.tree.map(lambda leaf: np.empty(leaf.shape, leaf.dtype), metadata)
+    return self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target)))['state']
+
   def _check_fits(self, step, abstract):
     """Raises a ValueError when the checkpoint's arrays have other shapes than `abstract`'s
     (another model or config); unreadable metadata is left to the restore (damage)."""
@@ -190,23 +202,21 @@ def load_pretrained_encoder(path, state):
     FileNotFoundError: no checkpoint under `path`.
     ValueError: that run's encoder differs from this config's (name, width, strides).
   """
-  directory = path if os.path.basename(os.path.normpath(path)) == 'checkpoints' else (
-      checkpoint_dir(path))
+  workdir = path
+  if os.path.basename(os.path.normpath(path)) == 'checkpoints':
+    workdir = os.path.dirname(os.path.normpath(path))
+  directory = checkpoint_dir(workdir)
   if not os.path.isdir(directory):
     raise FileNotFoundError(f'model.pretrained: no checkpoints in {directory}; give the '
                             'workdir of a finished run with the same encoder.')
-  manager = ocp.CheckpointManager(directory, item_names=('state', 'progress'),
-                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  checkpoints = Checkpoints(workdir, read_only=True)
   try:
-    step = manager.latest_step()
+    step = checkpoints.latest_step()
     if step is None:
       raise FileNotFoundError(f'model.pretrained: no checkpoint in {directory}.')
-    metadata = manager.item_metadata(step)['state']
-    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
-    saved = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(restore_args=as_numpy)))['state']
+    saved = checkpoints.restore_arrays(step)
   finally:
-    manager.close()
+    checkpoints.close()
   encoder = {'params': saved['params'].get('encoder'),
              'batch_stats': saved.get('batch_stats', {}).get('encoder')}
   current = {'params': state.params['encoder'], 'batch_stats': state.batch_stats['encoder']}

@@ -147,10 +147,3 @@ def cutmix(rng, lam, images, perm):
   mask = mask[None, :, :, None].astype(images.dtype)
   mixed = images * (1 - mask) + partner_of(images, perm) * mask
   return mixed, lam_box
-
-
-def manifold_mix_fn(lam, perm, layer):
-  """Manifold mixup at a fixed layer, as the model's mixing hook (`features(x, train,
-  mix_fn)`): `(k, h) -> mix_lam(h, h[perm])` after stage `layer`, h unchanged elsewhere."""
-  return lambda stage, hidden: (mix_with_partner(lam, hidden, perm) if stage == layer
-                                else hidden)

@@ -120,6 +120,17 @@ def method_table(config):
   return tuple((name, weight / total) for name, weight in table)
 
 
+def check_layers(config, num_stages):
+  """Raises a ValueError when the method mixes after a stage the encoder does not have
+  (the targets would be mixed while the images are not)."""
+  for mode in table_modes(config):
+    if mode.layer is not None and not 0 <= mode.layer <= num_stages:
+      raise ValueError(
+          f'{config.mixup.method} mixes after stage {mode.layer} ({mode.name}), but '
+          f'{config.model.name} has stages 1 to {num_stages} (0: the input); fix '
+          'mixup.manifold_layers.')
+
+
 def table_modes(config):
   """The `Mode`s of `method_table(config)`, in order."""
   return tuple(mode(name, align=config.mixup.align, align_latent=config.mixup.align_latent)

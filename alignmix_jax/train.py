@@ -63,6 +63,8 @@ class StopSignal:
 def check_config(config, num_devices):
   """Raises ValueError for settings that cannot run (before anything is compiled)."""
   modes.method_table(config)  # Unknown method or bad mode weights.
+  if config.model.name in models.ENCODERS:  # Else create_model names the valid ones.
+    modes.check_layers(config, models.ENCODERS[config.model.name].num_stages)
   alignment.check_settings(config.mixup.sinkhorn_eps, config.mixup.sinkhorn_iters)
   data.backend(config.dataset)  # Unknown dataset, pipeline or augmentation.
   for field, why in (('log_every_steps', 'train metrics are averaged over that many steps'),
@@ -149,7 +151,7 @@ def evaluate_top1(eval_fn, variables, test_batches):
     sums = eval_fn(variables, batch)
     totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
   totals = jax.device_get(totals)
-  return {'test/top1': 100.0 * float(totals['correct'] / totals['count']),
+  return {'test/top1': 100.0 * (1.0 - float(totals['wrong'] / totals['count'])),
           'test/loss': float(totals['loss_sum'] / totals['count'])}
 
 

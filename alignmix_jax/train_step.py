@@ -29,6 +29,7 @@ from jax import lax
 from alignmix_jax import alignment
 from alignmix_jax import mixup
 from alignmix_jax import modes as modes_lib
+from alignmix_jax.evaluation import classification
 
 AXIS = 'batch'
 
@@ -303,15 +304,16 @@ def train_step(state, batch, *, model, table, settings, alpha, num_classes, sche
 
 
 def eval_step(variables, batch, *, model):
-  """Counts over the whole (global) batch: `{'correct', 'count', 'loss_sum'}`.
+  """Counts over the whole (global) batch: `{'wrong', 'count', 'loss_sum'}`, top-1 as the
+  classification program counts it (`classification.top_k_wrong`).
 
   `batch['mask']` (0 for the padding of the last batch) keeps padded examples out.
   """
   logits = model.apply(variables, batch['image'], train=False)
   mask = batch['mask']
-  correct = (jnp.argmax(logits, axis=-1) == batch['label']) * mask
+  wrong = classification.top_k_wrong(logits, batch['label']) * mask
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']) * mask
-  return lax.psum({'correct': jnp.sum(correct), 'count': jnp.sum(mask),
+  return lax.psum({'wrong': jnp.sum(wrong), 'count': jnp.sum(mask),
                    'loss_sum': jnp.sum(losses)}, AXIS)
 
 
@@ -319,6 +321,8 @@ def make_train_step(config, model, schedules):
   """`train_step` with the config's static settings bound."""
   table = tuple(zip(modes_lib.table_modes(config),
                     (p for _, p in modes_lib.method_table(config))))
+  if model is not None:
+    modes_lib.check_layers(config, model.num_stages)
   alignment.check_settings(config.mixup.sinkhorn_eps, config.mixup.sinkhorn_iters)
   if config.mixup.reconstruction_loss not in RECONSTRUCTION_LOSSES:
     raise ValueError(f'Unknown mixup.reconstruction_loss {config.mixup.reconstruction_loss!r}; '

@@ -26,7 +26,6 @@ from ml_collections import config_flags
 from alignmix_jax import models
 from alignmix_jax import parallel
 from alignmix_jax.evaluation import attacks
-from alignmix_jax.evaluation import classification
 
 config_flags.DEFINE_config_file('config', 'configs/digits.py', 'Config file, as for main.py; '
                                 'override fields with --config.<field>=<value>.')
@@ -36,24 +35,13 @@ FLAGS = flags.FLAGS
 
 
 def programs(config, logits_fn):
-  """`{name: (images, labels, key) -> wrong [B]}`, as the evaluation programs compute them."""
+  """`{name: (images, labels, key) -> wrong [B]}`: `attacks.wrong_after`, as the evaluation
+  programs compute it."""
   ev = config.eval
-
-  def clean(images, labels, key):
-    del key
-    return classification.top_k_wrong(logits_fn(images), labels)
-
-  def fgsm(images, labels, key):
-    del key
-    attacked = attacks.fgsm(logits_fn, images, labels, eps=ev.fgsm_eps)
-    return classification.top_k_wrong(logits_fn(attacked), labels)
-
-  def pgd(images, labels, key):
-    attacked = attacks.pgd(logits_fn, images, labels, key, eps=ev.pgd_eps,
-                           step_size=ev.pgd_step, num_steps=ev.pgd_iters)
-    return classification.top_k_wrong(logits_fn(attacked), labels)
-
-  return {'clean': clean, 'fgsm': fgsm, 'pgd': pgd}
+  settings = dict(fgsm_eps=ev.fgsm_eps, pgd_eps=ev.pgd_eps, pgd_step=ev.pgd_step,
+                  pgd_iters=ev.pgd_iters)
+  return {attack: functools.partial(attacks.wrong_after, attack, logits_fn, **settings)
+          for attack in ('clean', 'fgsm', 'pgd')}
 
 
 def measure(config, mesh, num_steps):

@@ -37,6 +37,9 @@ def get_config():
   # Folder datasets (tiny_imagenet, image_folder): leave out the images that cannot be
   # decoded, with a warning and a count, instead of stopping with an error naming the file.
   config.dataset.skip_unreadable = False
+  # image_folder: label the images by class subfolder (False: every image below the folder,
+  # unlabeled, label -1; the OOD sets are read so).
+  config.dataset.folder_labels = True
   config.dataset.image_size = 32  # Side of the square images the model sees.
   config.dataset.num_classes = 10
   config.dataset.train_split = 'train'

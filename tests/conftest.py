@@ -11,7 +11,10 @@
 import os
 import tempfile
 
-os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '')
+# Tests compile far more than they run: XLA's CPU optimisations off, here and in the
+# subprocesses they start (but for the `slow` accuracy run).
+FAST_COMPILE = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + f' {FAST_COMPILE}'
                            + ' --xla_force_host_platform_device_count=2').strip()
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                       os.path.join(tempfile.gettempdir(), 'alignmix_jax_test_compile_cache'))

@@ -80,3 +80,50 @@ def test_a_bucket_workdir_is_refused_with_the_fix(tmp_path):
   assert result.returncode == 1
   assert 'gs://bucket/run' in result.stderr and 'shared filesystem' in result.stderr
   assert not os.listdir(tmp_path)  # Nothing written (no local 'gs:' folder).
+
+
+# The paper's hyperparameters (appendix B; the CUB ones as the configs' docstrings give them):
+# rate, classifier rate, batch, epochs, decay epochs, nesterov, image size, classes.
+_CIFAR = dict(lr=0.1, classifier_lr=0.0, batch=128, epochs=2000, decay=(500, 1000, 1500),
+              nesterov=False, image=32)
+PAPER = {
+    'cifar10_preactresnet18': dict(_CIFAR, classes=10),
+    'cifar100_preactresnet18': dict(_CIFAR, classes=100),
+    'cifar10_wrn16_8': dict(_CIFAR, classes=10),
+    'cifar100_wrn16_8': dict(_CIFAR, classes=100),
+    'tiny_imagenet_preactresnet18': dict(lr=0.1, classifier_lr=0.0, batch=128, epochs=1200,
+                                         decay=(600, 900), nesterov=False, image=64,
+                                         classes=200),
+    'imagenet_resnet50': dict(lr=0.01, classifier_lr=0.1, batch=100, epochs=300,
+                              decay=(100, 200), nesterov=True, image=224, classes=1000),
+    'cub_resnet50': dict(lr=0.001, classifier_lr=0.01, batch=16, epochs=600,
+                         decay=(150, 300, 450), nesterov=False, image=224, classes=200),
+    'cub_vgg_gap': dict(lr=0.0001, classifier_lr=0.001, batch=16, epochs=600,
+                        decay=(150, 300, 450), nesterov=False, image=224, classes=200),
+}
+ALPHA = {'alignmix': 2.0, 'alignmix_official': 2.0, 'input_mixup': 1.0, 'manifold_mixup': 2.0,
+         'cutmix': 1.0}
+
+
+def test_the_paper_table_covers_every_setting():
+  assert sorted(PAPER) == SETTINGS
+
+
+@pytest.mark.parametrize('setting', sorted(PAPER))
+def test_settings_use_the_papers_hyperparameters(setting):
+  paper = PAPER[setting]
+  for method, alpha in ALPHA.items():
+    config = importlib.import_module(f'configs.{setting}').get_config(method)
+    assert config.optimizer.learning_rate == paper['lr']
+    assert config.optimizer.classifier_learning_rate == paper['classifier_lr']
+    assert (config.optimizer.momentum, config.optimizer.weight_decay) == (0.9, 1e-4)
+    assert config.optimizer.decay_factor == 0.1
+    assert tuple(config.optimizer.decay_epochs) == paper['decay']
+    assert config.optimizer.nesterov == paper['nesterov']
+    assert (config.batch_size, config.num_epochs) == (paper['batch'], paper['epochs'])
+    assert config.dataset.image_size == paper['image']
+    assert config.dataset.num_classes == paper['classes']
+    assert config.mixup.alpha == alpha, method
+    assert (config.mixup.sinkhorn_eps, config.mixup.sinkhorn_iters) == (0.1, 100)
+  assert tuple(importlib.import_module(f'configs.{setting}').get_config().mixup.mode_weights) == (
+      1.0,) * 5  # The five modes drawn uniformly.

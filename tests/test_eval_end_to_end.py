@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -16,8 +17,11 @@ from PIL import Image
 
 import test_tfdata as cub_mock  # Mocked CUB records (images with white boxes).
 from alignmix_jax import checkpointing
+from alignmix_jax import data
+from alignmix_jax import metric_logging
 from alignmix_jax import models
 from alignmix_jax import optim
+from alignmix_jax import parallel
 from alignmix_jax import train
 from alignmix_jax import train_step
 from alignmix_jax.evaluation import ood
@@ -85,8 +89,11 @@ def test_eval_mode_writes_every_key_the_figure_and_the_ood_table(digits_run):
   assert sorted(results) == sorted(['top1_error', 'fgsm_error', 'pgd_error', 'ece'] + [
       f'ood/{name}/{metric}' for name in sets for metric in ood.METRICS])
   assert all(0.0 <= value <= 100.0 for value in results.values())
-  # 360 test images: the error is a whole number of them.
+  # 360 test images: the error is a whole number of them, the one training measured too.
   assert results['top1_error'] * 3.6 == pytest.approx(round(results['top1_error'] * 3.6))
+  trained = [line for line in metric_logging.read_jsonl(str(workdir)) if 'test/top1' in line]
+  assert trained[-1]['step'] == 1
+  assert results['top1_error'] == pytest.approx(100.0 - trained[-1]['test/top1'], abs=1e-4)
   assert results['fgsm_error'] >= results['top1_error'] - 1e-9
   assert (workdir / 'eval' / 'reliability.png').stat().st_size > 1000
   rows = [line.split('|') for line in (workdir / 'eval' / 'ood.md').read_text().splitlines()
@@ -125,13 +132,19 @@ def save_initial_checkpoint(config, workdir):
   checkpoints.close()
 
 
-def test_cub_localization_on_mock_data(tmp_path):
+def _cub_config(tmp_path):
+  """(data_dir, config) of 4 mocked CUB birds (`cub_mock`) at 32x32."""
   data_dir = cub_mock._prepare_metadata(tmp_path / 'data', 'caltech_birds2011',  # pylint: disable=protected-access
                                         {'train': 4, 'test': 4})
   config = default.get_config()
   config.dataset.update(name='caltech_birds2011', data_dir=data_dir, num_classes=200,
                         train_size=4, test_size=4, image_size=32, augment='cub',
                         with_bbox=True)
+  return data_dir, config
+
+
+def test_cub_localization_on_mock_data(tmp_path):
+  data_dir, config = _cub_config(tmp_path)
   config.model.update(width=4, autoencoder='none')
   config.eval.update(batch_size=4, programs=('classification', 'localization'))
   workdir = str(tmp_path / 'workdir')
@@ -144,3 +157,23 @@ def test_cub_localization_on_mock_data(tmp_path):
   assert all(value % 25 == 0 for value in results.values())
   assert results['loc/top1'] <= 100 - results['top1_error']
   assert os.path.getsize(os.path.join(workdir, 'eval', 'localization.png')) > 1000
+
+
+def test_cub_localization_with_a_known_cam_is_exact(tmp_path):
+  """The CUB test split through the data pipeline (mocked records: black images with one
+  white box), a CAM that is the image's brightness (so its box is the white box) and a model
+  that predicts class 0 for every bird: GT-known localization 100%, top-1 localization 25%
+  (only the bird of class 0 also has its class right), top-1 error 75%."""
+  data_dir, config = _cub_config(tmp_path)
+  config.model.autoencoder = 'none'
+  config.eval.update(batch_size=4, programs=('classification', 'localization'))
+  mesh = parallel.data_mesh()
+  fns = runner.ModelFns(
+      logits=lambda images: jnp.zeros((images.shape[0], 200)).at[:, 0].set(1.0),
+      cam=lambda images: jnp.repeat(jnp.mean(images, -1, keepdims=True), 200, axis=-1))
+  with tfds.testing.mock_data(num_examples=4, data_dir=data_dir,
+                              as_dataset_fn=cub_mock._cub_as_dataset):  # pylint: disable=protected-access
+    results = runner.run_programs(
+        config, fns, lambda dataset: data.eval_batches(dataset, mesh, global_batch_size=4),
+        str(tmp_path / 'workdir'))
+  assert results == {'top1_error': 75.0, 'loc/top1': 25.0, 'loc/gt_known': 100.0}

@@ -168,6 +168,36 @@ def test_pgd_stays_in_ball_and_box_and_raises_loss():
   assert float(jnp.sum(loss(adversarial))) >= float(jnp.sum(fgsm_loss)) - 1e-4
 
 
+def test_pgd_replays_in_numpy_on_a_linear_model():
+  """PGD from the same random start (the only jax.random draw) replayed in float64 NumPy:
+  the cross-entropy gradient of x W + b is (softmax - onehot) W^T, each step adds
+  step * sign(grad), then the eps-ball and [0, 1] clip."""
+  logits_fn, weights = linear_model(jax.random.key(7), (3, 3, 1), 4)
+  rng = np.random.default_rng(2)
+  images = rng.uniform(0.2, 0.8, (5, 3, 3, 1)).astype(np.float32)
+  labels = np.array([0, 1, 2, 3, 0], np.int32)
+  key, eps, step, iters = jax.random.key(9), 0.1, 0.03, 6
+  got = np.asarray(attacks.pgd(logits_fn, jnp.asarray(images), jnp.asarray(labels), key,
+                               eps=eps, step_size=step, num_steps=iters))
+  w = np.asarray(weights, np.float64)
+  b = np.asarray(logits_fn(jnp.zeros((1, 3, 3, 1)))[0], np.float64)  # Logits of 0 = bias.
+  x0 = images.astype(np.float64).reshape(5, -1)
+  start = np.asarray(jax.random.uniform(key, images.shape, jnp.float32, -eps, eps))
+  lower, upper = np.maximum(x0 - eps, 0.0), np.minimum(x0 + eps, 1.0)
+  x = np.clip(x0 + start.reshape(5, -1), lower, upper)
+  onehot = np.eye(4)[labels]
+  signs = []
+  for _ in range(iters):
+    logits = x @ w + b
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    grad = (probs - onehot) @ w.T
+    signs.append(np.abs(grad).min())
+    x = np.clip(x + step * np.sign(grad), lower, upper)
+  assert min(signs) > 1e-4  # No gradient near 0, where float32 could flip a sign.
+  np.testing.assert_allclose(got.reshape(5, -1), x, atol=1e-5)
+
+
 def test_attack_errors_reduce_to_clean_error_at_eps_zero_and_grow_with_eps():
   logits_fn, _ = linear_model(jax.random.key(5), (4, 4, 3), 3)
   images = jax.random.uniform(jax.random.key(6), (21, 4, 4, 3))

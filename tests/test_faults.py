@@ -29,6 +29,7 @@ from alignmix_jax import workdir as workdir_lib
 from alignmix_jax.data import arrays
 from alignmix_jax.data import catalog
 from alignmix_jax.evaluation import runner
+from configs import default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = {'num_train_steps': 8, 'log_every_steps': 2, 'checkpoint_every_steps': 4,
@@ -259,7 +260,7 @@ def test_a_torn_last_metrics_line_is_dropped(tmp_path, caplog):
 
 
 def test_sigterm_between_log_steps_stops_at_the_next_one_and_resumes_exactly(tmp_path):
-  steps = ['num_train_steps=200', 'log_every_steps=10', 'checkpoint_every_steps=100']
+  steps = ['num_train_steps=100', 'log_every_steps=10', 'checkpoint_every_steps=50']
   code, output = _finish(_main(tmp_path / 'reference', *steps))
   assert code == 0, output[-3000:]
   process = _main(tmp_path / 'run', *steps)
@@ -269,7 +270,7 @@ def test_sigterm_between_log_steps_stops_at_the_next_one_and_resumes_exactly(tmp
   assert code == 0, output[-3000:]
   stopped, _ = _latest(tmp_path / 'run')
   assert 'SIGTERM' in output
-  assert stopped is not None and stopped % 10 == 0 and stopped < 200, stopped
+  assert stopped is not None and stopped % 10 == 0 and stopped < 100, stopped
   code, output = _finish(_main(tmp_path / 'run', *steps))
   assert code == 0, output[-3000:]
   expected, got = _scalars(tmp_path / 'reference'), _scalars(tmp_path / 'run')
@@ -345,3 +346,33 @@ def test_an_empty_ood_folder_is_found_before_any_program_runs(tmp_path):
   config.eval.ood_folders.lsun_crop = str(empty)
   with pytest.raises(FileNotFoundError, match=f'no images in {empty}'):
     runner.check_config(config)
+
+
+@pytest.mark.parametrize('model, layers, stages', [('preactresnet18', (0, 5), 4),
+                                                    ('wrn16_8', (1, 4), 3)])
+def test_a_manifold_layer_the_encoder_lacks_is_refused(tmp_path, model, layers, stages):
+  """Mixing the targets after a stage the encoder never calls would train on mixed labels
+  of clean images."""
+  config = default.with_method(tiny_config.get_config(), 'manifold_mixup')
+  config.model.name = model
+  config.mixup.manifold_layers = layers
+  with pytest.raises(ValueError, match=f'after stage {max(layers)} .* has stages 1 to {stages}'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run')
+
+
+def test_ood_folders_in_the_odin_layout_are_read_unlabeled(tmp_path):
+  """The ODIN archives unpack to one subfolder (LSUN_resize/LSUN_resize/*.jpg): every image
+  below the folder is an OOD image, none a class."""
+  inner = tmp_path / 'LSUN_resize' / 'LSUN_resize'
+  os.makedirs(inner)
+  rng = np.random.default_rng(0)
+  for index in range(5):
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+        inner / f'{index}.jpg')
+  config = tiny_config.get_config()
+  config.eval.ood_folders.lsun_resize = str(tmp_path / 'LSUN_resize')
+  runner.check_config(config)
+  dataset = runner._folder_dataset(config, config.eval.ood_folders.lsun_resize)  # pylint: disable=protected-access
+  data = arrays.load(dataset, 'test')
+  assert data['image'].shape == (5, 16, 16, 3) and (data['label'] == -1).all()

@@ -76,11 +76,30 @@ def test_cutmix_box_area_sets_lam(seed):
   np.testing.assert_array_equal(np.asarray(mixed)[:, ~mask], np.asarray(images)[:, ~mask])
 
 
-def test_cutmix_small_lam_gives_large_box_and_full_image_at_zero():
-  mask, lam_box = mixup.cutmix_box(jax.random.PRNGKey(0), jnp.float32(0.0), 8, 8)
-  # A full-size box centred anywhere is clipped: lam_box reflects what is really pasted.
-  np.testing.assert_allclose(float(lam_box), 1.0 - float(mask.sum()) / 64, atol=1e-6)
-  assert float(mask.sum()) >= 16
+def rand_bbox(box_rng, lam, height, width):
+  """CutMix's `rand_bbox` in NumPy from the box key's two draws (the centre): sides
+  floor(sqrt(1 - lam) * (H, W)), corners clip(c -+ side // 2, 0, H or W).
+
+  Returns `(mask [H, W, 1] float32, 1 inside the box, lam of the clipped box)`."""
+  key_y, key_x = jax.random.split(box_rng)
+  cy = int(jax.random.randint(key_y, (), 0, height))
+  cx = int(jax.random.randint(key_x, (), 0, width))
+  cut_h, cut_w = int(height * np.sqrt(1 - lam)), int(width * np.sqrt(1 - lam))
+  top, bottom = np.clip([cy - cut_h // 2, cy + cut_h // 2], 0, height)
+  left, right = np.clip([cx - cut_w // 2, cx + cut_w // 2], 0, width)
+  mask = np.zeros((height, width, 1), np.float32)
+  mask[top:bottom, left:right] = 1.0
+  return mask, 1.0 - (bottom - top) * (right - left) / (height * width)
+
+
+@pytest.mark.parametrize('lam', [0.0, 0.3, 0.9])
+@pytest.mark.parametrize('seed', range(4))
+def test_cutmix_box_is_cutmixs_rand_bbox(lam, seed):
+  rng = jax.random.PRNGKey(seed)
+  mask, lam_box = mixup.cutmix_box(rng, jnp.float32(lam), 8, 10)
+  expected, expected_lam = rand_bbox(rng, lam, 8, 10)
+  np.testing.assert_array_equal(mask, expected[..., 0])
+  np.testing.assert_allclose(float(lam_box), expected_lam, atol=1e-6)
 
 
 @pytest.mark.parametrize('reverse', [False, True])
@@ -105,14 +124,6 @@ def test_aligned_feature_mix_is_the_authors_13_or_14(reverse):
   for i, j in enumerate(np.asarray(perm)):
     _, _, assignment = authors_numpy.alignments(features[i], features[j])
     np.testing.assert_allclose(weights[i], assignment, rtol=1e-4, atol=1e-6)
-
-
-def test_manifold_mix_fn_mixes_hidden_activations_at_its_layer_only():
-  hidden = jax.random.normal(jax.random.PRNGKey(4), (3, 5, 5, 2))
-  perm = jnp.array([2, 0, 1], jnp.int32)
-  hook = mixup.manifold_mix_fn(0.4, perm, layer=2)
-  np.testing.assert_allclose(hook(2, hidden), 0.4 * hidden + 0.6 * hidden[perm], rtol=1e-6)
-  np.testing.assert_array_equal(hook(1, hidden), hidden)
 
 
 def test_operators_jit_without_python_loops():

@@ -7,9 +7,10 @@ import pytest
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
+import test_mixup
 import tiny_config
+from configs import default
 import authors_numpy
-from alignmix_jax import mixup
 from alignmix_jax import models
 from alignmix_jax import modes
 from alignmix_jax import optim
@@ -55,7 +56,7 @@ def _run(config, steps):
 def five_mode_run():
   """30 steps of AlignMix (all five modes) on one batch; a large alpha keeps lam near 1/2,
   so losses change by learning rather than by the draw."""
-  config = tiny_config.with_overrides(**{'mixup.alpha': 200.0, 'mixup.sinkhorn_iters': 20})
+  config = tiny_config.with_overrides(**{'mixup.alpha': 200.0})
   return config, *_run(config, steps=30)
 
 
@@ -69,30 +70,22 @@ def test_each_of_the_five_modes_is_finite_and_falls(five_mode_run):
     assert losses[-1] < 0.8 * losses[0], (name, losses)
 
 
-@pytest.mark.parametrize('overrides', [
-    {'mixup.method': 'manifold_mixup', 'mixup.manifold_layers': (2,)},
-    {'mixup.method': 'cutmix', 'mixup.alpha': 1.0},
-], ids=['manifold_layer2', 'cutmix'])
-def test_baseline_losses_are_finite_and_fall(overrides):
-  config = tiny_config.with_overrides(**{'mixup.alpha': 200.0, **overrides})
-  _, _, _, history = _run(config, steps=8)
-  losses = np.array([m['loss'] for m in history])
-  assert np.all(np.isfinite(losses)), losses
-  assert losses[-2:].mean() < 0.8 * losses[:2].mean(), losses
-
-
-def _expected_loss(config, model, variables, images, labels, name, lam, perm, reparam_rng):
+def _expected_loss(config, model, variables, images, labels, name, lam, perm, box_rng,
+                   reparam_rng):
   """One device's loss of mode `name`, written out with plain formulas (Algorithm 1; the
-  feature modes as the authors' code, `authors_numpy`), and the largest row error of its
-  assignments R (0 for modes that do not align): `(loss, row_error)`."""
+  aligned modes as the authors' code, `authors_numpy`; CutMix as its `rand_bbox`; the KL of
+  a VAE in closed form), and the largest row error of its assignments R (0 for modes that
+  do not align): `(loss, row_error)`. The model is applied piece by piece
+  (`features`, `latent`, `classify`, `decode`), the mixing done here."""
   y = np.eye(config.dataset.num_classes, dtype=np.float32)[labels]
   y_mixed = lam * y + (1 - lam) * y[perm]
+  iters, align = config.mixup.sinkhorn_iters, config.mixup.align
 
   def apply(*args, **kwargs):
     return model.apply(variables, *args, **kwargs)
 
-  def features(x):
-    return apply(x, True, method='features', mutable=['batch_stats'])[0]
+  def features(x, hook=None):
+    return apply(x, True, hook, method='features', mutable=['batch_stats'])[0]
 
   def latent(a):
     return apply(a, True, method='latent')
@@ -103,49 +96,131 @@ def _expected_loss(config, model, variables, images, labels, name, lam, perm, re
   def ce(logits, targets):
     return float(np.mean(-np.sum(targets * jax.nn.log_softmax(logits), axis=-1)))
 
+  def mix(a, b):
+    return jax.tree.map(lambda u, v: lam * np.asarray(u) + (1 - lam) * np.asarray(v), a, b)
+
+  def partner(tree):
+    return jax.tree.map(lambda u: np.asarray(u)[perm], tree)
+
+  def row_error(tensors):
+    return max(np.abs(authors_numpy.alignments(tensors[i], tensors[j], iters=iters)[2]
+                      .sum(1) - 1).max() for i, j in enumerate(perm))
+
   if name == 'clean':
     z = latent(features(images))
+    loss = ce(classify(z), y)
+    if config.model.autoencoder == 'none' or not (config.mixup.reconstruction_weight or (
+        config.model.autoencoder == 'vae' and config.mixup.kl_weight)):
+      return loss, 0.0
     x_hat = apply(z, True, method='decode', mutable=['batch_stats'],
                   rngs={'reparam': reparam_rng})[0]
-    squared = (np.asarray(x_hat) - images) ** 2
+    squared = (np.asarray(x_hat, np.float64) - images) ** 2
     reconstruction = float(np.mean(np.sum(squared, axis=(1, 2, 3))
                                    if config.mixup.reconstruction_loss == 'sum'
                                    else squared))
-    return ce(classify(z), y) + config.mixup.reconstruction_weight * reconstruction, 0.0
+    loss += config.mixup.reconstruction_weight * reconstruction
+    if config.model.autoencoder == 'vae':  # KL(N(mean, exp(logvar)) || N(0, I)) per example.
+      mean, logvar = (np.asarray(z[k], np.float64).reshape(len(images), -1)
+                      for k in ('mean', 'logvar'))
+      kl = 0.5 * np.sum(np.exp(logvar) + mean ** 2 - 1 - logvar, axis=1)
+      loss += config.mixup.kl_weight * float(np.mean(kl))
+    return loss, 0.0
   if name == 'input':
-    return ce(classify(latent(features(lam * images + (1 - lam) * images[perm]))),
-              y_mixed), 0.0
+    return ce(classify(latent(features(mix(images, images[perm])))), y_mixed), 0.0
+  if name == 'cutmix':
+    mask, lam_box = test_mixup.rand_bbox(box_rng, lam, images.shape[1], images.shape[2])
+    pasted = images * (1 - mask) + images[perm] * mask
+    return ce(classify(latent(features(pasted))), lam_box * y + (1 - lam_box) * y[perm]), 0.0
+  if name.startswith('layer'):  # Manifold mixup after stage k.
+    stage = int(name[5:])
+    hook = lambda k, h: mix(h, np.asarray(h)[perm]) if k == stage else h  # pylint: disable=unnecessary-lambda-assignment
+    return ce(classify(latent(features(images, hook))), y_mixed), 0.0
   if name == 'latent':
     z = latent(features(images))
-    return ce(classify(lam * z + (1 - lam) * z[perm]), y_mixed), 0.0
+    if config.mixup.align_latent:  # (13) on the tensor Z.
+      z = np.asarray(z)
+      mixed = authors_numpy.aligned_mixup(z, perm, lam, False, iters=iters)
+      return ce(classify(jnp.asarray(mixed, jnp.float32)), y_mixed), row_error(z)
+    return ce(classify(jax.tree.map(jnp.asarray, mix(z, partner(z)))), y_mixed), 0.0
   assert name in ('feature', 'feature_reversed')  # (13), (14)
-  a = np.asarray(features(images))
-  iters = config.mixup.sinkhorn_iters
+  a = np.asarray(features(images), np.float64)
+  if not align:  # Both directions are plain feature mixup.
+    return ce(classify(latent(jnp.asarray(mix(a, a[perm]), jnp.float32))), y_mixed), 0.0
   mixed = authors_numpy.aligned_mixup(a, perm, lam, name == 'feature_reversed', iters=iters,
                                       barycentric=config.mixup.barycentric_projection)
-  row_error = max(np.abs(authors_numpy.alignments(a[i], a[j], iters=iters)[2].sum(1) - 1).max()
-                  for i, j in enumerate(perm))
-  return ce(classify(latent(jnp.asarray(mixed, jnp.float32))), y_mixed), row_error
+  return ce(classify(latent(jnp.asarray(mixed, jnp.float32))), y_mixed), row_error(a)
+
+
+def _draw(rng, step, table, alpha):
+  """The step's draw, from its RNG contract: `fold_in(rng, step)` split in three keys for the
+  mode (categorical over the table's probabilities), lam (Beta(alpha, alpha), 1 when alpha
+  is 0) and the devices."""
+  mode_key, lam_key, device_key = jax.random.split(jax.random.fold_in(rng, step), 3)
+  mode = jax.random.categorical(mode_key, jnp.log(jnp.asarray([p for _, p in table])))
+  lam = jax.random.beta(lam_key, alpha, alpha) if alpha > 0 else 1.0
+  return int(mode), float(lam), device_key
 
 
 def _reference_loss(config, model, state, batch):
   """The step's draw and loss recomputed outside the step, device by device."""
   table = modes.method_table(config)
-  mode, lam, device_rng = train_step_lib.draw(
-      jax.random.fold_in(state.rng, state.step), table, config.mixup.alpha)
+  mode, lam, device_rng = _draw(state.rng, state.step, table, config.mixup.alpha)
   shards = jax.tree.map(lambda x: np.split(x, NUM_DEVICES), batch)
   variables = jax.device_get(state.variables())
   losses, row_errors = [], []
   for device in range(NUM_DEVICES):
-    perm_rng, _, reparam_rng = jax.random.split(jax.random.fold_in(device_rng, device), 3)
+    perm_rng, box_rng, reparam_rng = jax.random.split(jax.random.fold_in(device_rng, device),
+                                                      3)
     images = shards['image'][device]
-    perm = np.asarray(mixup.sample_permutation(perm_rng, images.shape[0]))
+    perm = np.asarray(jax.random.permutation(perm_rng, images.shape[0]))
     loss, row_error = _expected_loss(config, model, variables, images,
-                                     shards['label'][device], table[int(mode)][0],
-                                     float(lam), perm, reparam_rng)
+                                     shards['label'][device], table[mode][0], lam, perm,
+                                     box_rng, reparam_rng)
     losses.append(loss)
     row_errors.append(row_error)
-  return int(mode), float(lam), float(np.mean(losses)), max(row_errors)
+  return mode, lam, float(np.mean(losses)), max(row_errors)
+
+
+def _ablation(method='alignmix', **fields):
+  return lambda: default.with_fields(default.with_method(tiny_config.get_config(), method),
+                                     fields)
+
+
+_FEATURES = (0.0, 0.0, 0.0, 1.0, 1.0)  # The two feature modes.
+ABLATIONS = {  # Table 5's variants, bfloat16, and the baselines' tables.
+    'vae': _ablation(**{'model.autoencoder': 'vae', 'mixup.mode_weights': (1.0, 0, 1.0, 0, 0)}),
+    'tensor_latent_aligned': _ablation(**{
+        'model.latent': 'tensor', 'mixup.align_latent': True, 'model.feature_resolution': 4,
+        'mixup.mode_weights': (0, 0, 1.0, 0, 0)}),
+    'unaligned': _ablation(**{'mixup.align': False, 'mixup.mode_weights': _FEATURES}),
+    'features_pooled_1x1': _ablation(**{'model.feature_resolution': 1,
+                                        'mixup.mode_weights': _FEATURES}),
+    'features_4x4_last_stride_removed': _ablation(**{'model.feature_resolution': 4,
+                                                     'mixup.mode_weights': _FEATURES}),
+    'bfloat16': _ablation(**{'model.dtype': 'bfloat16'}),
+    'alignmix_official': _ablation('alignmix_official'),
+    'input_mixup': _ablation('input_mixup'),
+    'manifold_mixup': _ablation('manifold_mixup'),
+    'cutmix': _ablation('cutmix'),
+}
+
+
+@pytest.mark.parametrize('name', sorted(ABLATIONS))
+def test_ablations_and_baselines_take_the_step_their_formulas_give(name):
+  """A few steps of each variant: the drawn mode, lam and loss (and the plan's row error)
+  equal the recomputation from the RNG contract and the formulas (`_expected_loss`)."""
+  config = ABLATIONS[name]()
+  model, _, states, history = _run(config, steps=4)
+  batch = _batch(config)
+  tolerance = 3e-2 if name == 'bfloat16' else 2e-4
+  for state, metrics in zip(states, history):
+    mode, lam, loss, row_error = _reference_loss(config, model, state, batch)
+    assert int(metrics['mode']) == mode
+    np.testing.assert_allclose(metrics['lam'], lam, rtol=1e-6)
+    np.testing.assert_allclose(metrics['loss'], loss, rtol=tolerance)
+    np.testing.assert_allclose(metrics['sinkhorn_row_error'], row_error,
+                               rtol=10 * tolerance, atol=1e-5)
+  assert np.isfinite([m['loss'] for m in history]).all()
 
 
 def test_the_step_applies_the_mode_and_lam_the_rng_drew(five_mode_run):
@@ -164,8 +239,9 @@ def test_the_step_applies_the_mode_and_lam_the_rng_drew(five_mode_run):
 
 @pytest.mark.parametrize('barycentric', [False, True])
 def test_feature_steps_are_the_authors_alignment_and_report_its_row_error(barycentric):
-  """(13) and (14) through the step, one plan per pair at the paper's 100 iterations, with
-  or without the barycentric projection; the metric is the plan's largest row error."""
+  """(13) and (14) through the step, one plan per pair (the authors' loop, at the tiny
+  config's 10 iterations), with or without the barycentric projection; the metric is the
+  plan's largest row error."""
   config = tiny_config.with_overrides(**{
       'mixup.mode_weights': (0, 0, 0, 1.0, 1.0),
       'mixup.barycentric_projection': barycentric})
@@ -179,7 +255,7 @@ def test_feature_steps_are_the_authors_alignment_and_report_its_row_error(baryce
     np.testing.assert_allclose(metrics['sinkhorn_row_error'], row_error, rtol=1e-3)
     names.add(mode)
   assert names == {0, 1}  # Both directions ran.
-  # Even this width-4 network's features (2x2 A): 100 iterations leave rows of R off by
+  # Even this width-4 network's features (2x2 A): the iterations leave rows of R off by
   # far more than round-off.
   assert min(m['sinkhorn_row_error'] for m in history) > 1e-3
 
@@ -207,9 +283,10 @@ def test_a_nonfinite_step_leaves_the_state_unchanged(five_mode_run):
     np.testing.assert_array_equal(new, old)
 
 
-def test_shard_map_and_pmap_run_the_same_step():
-  config = tiny_config.with_overrides(**{'mixup.mode_weights': (0, 0, 0, 1.0, 0),
-                               'mixup.sinkhorn_iters': 20})
+@pytest.mark.parametrize('weights', [(0, 0, 0, 1.0, 0), (1.0, 0, 0, 0, 0), (1.0,) * 5],
+                         ids=['feature', 'clean_with_decoder', 'five_modes'])
+def test_shard_map_and_pmap_run_the_same_step(weights):
+  config = tiny_config.with_overrides(**{'mixup.mode_weights': weights})
   _, state, step_fn = _setup(config)
   batch = _batch(config, seed=1)
   mesh = parallel.data_mesh()
@@ -262,7 +339,7 @@ def test_the_mode_draw_follows_the_table_probabilities():
 def test_the_drawn_mode_equals_the_step_of_that_mode_alone():
   """The on-device dispatch (a `lax.switch` at each mixing point, the decoder under
   `lax.cond`) takes the same step as a table holding only the drawn mode."""
-  config = tiny_config.with_overrides(**{'mixup.sinkhorn_iters': 10})
+  config = tiny_config.get_config()
   _, state, step_fn = _setup(config)
   mesh = parallel.data_mesh()
   batch = jax.device_put(_batch(config, seed=2), parallel.sharded(mesh))
@@ -275,7 +352,6 @@ def test_the_drawn_mode_equals_the_step_of_that_mode_alone():
     name = names[int(metrics['mode'])]
     if name not in alone_runs:
       alone = tiny_config.with_overrides(**{
-          'mixup.sinkhorn_iters': 10,
           'mixup.mode_weights': tuple(float(n == name) for n in modes.FIVE_MODES)})
       alone_runs[name] = parallel.shard_map_step(_setup(alone)[2], mesh, donate_state=False)
     expected, expected_metrics = alone_runs[name](current, batch)

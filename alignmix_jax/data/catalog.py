@@ -201,10 +201,16 @@ def _tiny_imagenet_val(root, wnids):
 
 
 def image_folder_files(dataset_config, split):
-  """`(paths, labels)` of a folder: labeled by class subfolder, or flat (label -1)."""
+  """`(paths, labels)` of a folder: labeled by class subfolder, or flat (label -1); with
+  `folder_labels=False` every image below the folder, unlabeled (OOD sets, whatever their
+  layout, e.g. the ODIN archives' `LSUN_resize/LSUN_resize/*.jpg`)."""
   root = data_root(dataset_config, IMAGE_FOLDER_LAYOUT)
   folder = os.path.join(root, split_name(dataset_config, split))
   folder = folder if os.path.isdir(folder) else root
+  if not dataset_config.folder_labels:
+    paths = image_files(folder)
+    _require_files(dataset_config, paths, folder, IMAGE_FOLDER_LAYOUT)
+    return paths, [-1] * len(paths)
   entries = sorted(os.listdir(folder))
   flat = [os.path.join(folder, name) for name in entries
           if name.lower().endswith(IMAGE_EXTENSIONS)

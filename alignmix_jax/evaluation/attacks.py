@@ -71,6 +71,26 @@ def pgd(logits_fn, images, labels, key, *, eps, step_size, num_steps):
   return lax.fori_loop(0, num_steps, body, jnp.clip(start, lower, upper))
 
 
+def wrong_after(attack, logits_fn, images, labels, key, *, fgsm_eps, pgd_eps, pgd_step,
+                pgd_iters):
+  """`[B]` float32, 1.0 where the top-1 prediction on the `attack`ed images is wrong.
+
+  Args:
+    attack: 'clean' (no attack), 'fgsm' or 'pgd'.
+    logits_fn, images, labels: as for `fgsm`.
+    key: the PGD random start's key (unused otherwise).
+    fgsm_eps, pgd_eps, pgd_step, pgd_iters: the attacks' settings.
+  """
+  if attack == 'fgsm':
+    images = fgsm(logits_fn, images, labels, eps=fgsm_eps)
+  elif attack == 'pgd':
+    images = pgd(logits_fn, images, labels, key, eps=pgd_eps, step_size=pgd_step,
+                 num_steps=pgd_iters)
+  elif attack != 'clean':
+    raise ValueError(f"Unknown attack {attack!r}; valid: clean, fgsm, pgd.")
+  return classification.top_k_wrong(logits_fn(images), labels)
+
+
 def evaluate(logits_fn, batches, *, fgsm_eps, pgd_eps, pgd_step, pgd_iters, seed):
   """Top-1 error under FGSM and under PGD.
 
@@ -85,17 +105,13 @@ def evaluate(logits_fn, batches, *, fgsm_eps, pgd_eps, pgd_step, pgd_iters, seed
     `{'fgsm_error': percent, 'pgd_error': percent}`.
   """
   key = jax.random.key(seed)
+  settings = dict(fgsm_eps=fgsm_eps, pgd_eps=pgd_eps, pgd_step=pgd_step, pgd_iters=pgd_iters)
 
   @jax.jit
   def step(batch):
-    images, labels, mask = batch['image'], batch['label'], batch['mask']
-    attacked = {
-        'fgsm_error': fgsm(logits_fn, images, labels, eps=fgsm_eps),
-        'pgd_error': pgd(logits_fn, images, labels, batch['key'], eps=pgd_eps,
-                         step_size=pgd_step, num_steps=pgd_iters),
-    }
-    return {name: jnp.sum(mask * classification.top_k_wrong(logits_fn(x), labels))
-            for name, x in attacked.items()}
+    return {f'{attack}_error': jnp.sum(batch['mask'] * wrong_after(
+        attack, logits_fn, batch['image'], batch['label'], batch['key'], **settings))
+            for attack in ('fgsm', 'pgd')}
 
   keyed = ({**batch, 'key': jax.random.fold_in(key, i)} for i, batch in enumerate(batches))
   wrong, count = batches_lib.sum_over_batches(step, keyed)

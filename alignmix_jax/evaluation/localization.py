@@ -20,6 +20,7 @@ from matplotlib import patches
 from scipy import ndimage
 
 from alignmix_jax.evaluation import batches as batches_lib
+from alignmix_jax.evaluation import classification
 
 
 def class_cams(cams, classes, size):
@@ -139,10 +140,12 @@ def evaluate(logits_fn, cam_fn, batches, *, threshold, figure_path, iou_threshol
   @jax.jit
   def step(batch):
     images, labels = batch['image'], batch['label']
-    predicted = jnp.argmax(logits_fn(images), axis=-1)
+    logits = logits_fn(images)
+    predicted = jnp.argmax(logits, axis=-1)  # The top-1 class of `top_k_wrong` (ties: lowest).
     cams = cam_fn(images)
     size = images.shape[1:3]
-    return {'correct': predicted == labels, 'cam_pred': class_cams(cams, predicted, size),
+    return {'correct': classification.top_k_wrong(logits, labels) == 0,
+            'cam_pred': class_cams(cams, predicted, size),
             'cam_true': class_cams(cams, labels, size)}
 
   top1 = gt_known = count = 0

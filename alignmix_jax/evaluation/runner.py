@@ -71,6 +71,7 @@ def _folder_dataset(config, path):
   dataset.pipeline = data.backend(dataset)
   dataset.name = 'image_folder'
   dataset.data_dir = path
+  dataset.folder_labels = False  # Unlabeled: every image below the folder.
   return dataset
 
 
