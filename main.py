@@ -21,6 +21,7 @@ import jax
 from ml_collections import config_flags
 
 from alignmix_jax import cli
+from alignmix_jax import console
 from alignmix_jax import workdir
 
 MODES = ('train', 'eval', 'summary')
@@ -86,6 +87,7 @@ def parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  console.configure(FLAGS.verbosity)
   config = FLAGS.config
   if FLAGS.mode == 'summary':
     from alignmix_jax.models import summary  # pylint: disable=g-import-not-at-top
@@ -94,8 +96,8 @@ def main(argv):
   if not FLAGS.workdir:
     raise app.UsageError(f'--mode {FLAGS.mode} needs --workdir.')
   initialize_distributed()
-  logging.info('Process %d of %d; devices: %s', jax.process_index(), jax.process_count(),
-               jax.devices())
+  logging.info('Process %d of %d, devices: %d x %s', jax.process_index(), jax.process_count(),
+               jax.device_count(), jax.devices()[0].device_kind)
   try:
     if '://' in FLAGS.workdir:
       raise ValueError(
@@ -111,7 +113,7 @@ def main(argv):
       runner.evaluate(config, FLAGS.workdir, checkpoint_step=FLAGS.checkpoint_step)
   except (ValueError, FileNotFoundError, FloatingPointError, ImportError,
           workdir.WorkdirInUseError) as error:
-    logging.error('%s', error)
+    logging.debug('%s', error)
     print(f'error: {error}', file=sys.stderr)
     sys.exit(1)
 

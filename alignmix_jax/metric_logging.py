@@ -1,7 +1,7 @@
 """Metric writers without TensorFlow: the log, TensorBoard event files and metrics.jsonl.
 
 `create_writer(workdir)` returns a `Writer` whose `write_scalars(step, scalars)` logs one
-line, adds the scalars to TensorBoard event files in `workdir` (tensorboardX, which needs no
+line (at `--verbosity 1`; the training loop prints its own short line), adds the scalars to TensorBoard event files in `workdir` (tensorboardX, which needs no
 TensorFlow) and appends `{"step": s, name: value, ...}` to `<workdir>/metrics.jsonl`, so a
 run can be read back without TensorBoard. Only process 0 writes files; the others log.
 """
@@ -34,7 +34,7 @@ class Writer:
 
   def write_scalars(self, step, scalars):
     values = {name: float(np.asarray(value)) for name, value in scalars.items()}
-    logging.info('[%d] %s', step, ', '.join(f'{name} = {value:.6g}'
+    logging.debug('[%d] %s', step, ', '.join(f'{name} = {value:.6g}'
                                             for name, value in sorted(values.items())))
     if self._summary is not None:
       for name, value in values.items():

@@ -22,7 +22,7 @@ Guarantees (README, Training):
 
 import contextlib
 import functools
-import json
+import os
 import signal
 import time
 
@@ -33,6 +33,7 @@ from jax.experimental import multihost_utils
 
 from alignmix_jax import alignment
 from alignmix_jax import checkpointing
+from alignmix_jax import console
 from alignmix_jax import data
 from alignmix_jax import metric_logging
 from alignmix_jax import models
@@ -117,29 +118,36 @@ def summarize_window(metrics, table_modes):
 
 class Progress:
   """Steps per second and the time left, from the training steps alone: the time spent in
-  evaluations and checkpoints (`paused`) is left out."""
+  compiling, evaluations and checkpoints (`paused`) is left out. The rate reported is the
+  last window's; the ETA uses the mean rate since the start, so it does not jump."""
 
-  def __init__(self, start, num_steps):
-    self._num_steps = num_steps
-    self._step, self._time, self._paused = start, time.perf_counter(), 0.0
+  def __init__(self, start, num_steps, steps_per_epoch):
+    self._num_steps, self._steps_per_epoch = num_steps, steps_per_epoch
+    self._start, self._step, self._time = start, start, time.perf_counter()
+    self._paused = self._busy = 0.0
 
   @contextlib.contextmanager
   def paused(self):
-    """Leaves the time spent inside (evaluation, checkpoint) out of the rate."""
+    """Leaves the time spent inside (compiling, evaluation, checkpoint) out of the rate."""
     start = time.perf_counter()
     try:
       yield
     finally:
       self._paused += time.perf_counter() - start
 
-  def report(self, step):
-    """Logs the rate and the ETA since the last report; returns `{'steps_per_sec': rate}`."""
+  def report(self, step, scalars):
+    """Logs the step's line (loss, learning rate, rate, ETA); returns `{'steps_per_sec'}`."""
     now = time.perf_counter()
     seconds = max(now - self._time - self._paused, 1e-9)
     rate = (step - self._step) / seconds
-    eta = (self._num_steps - step) / rate if rate > 0 else float('inf')
-    logging.info('step %d/%d: %.2f steps/s, ETA %dm%02ds', step, self._num_steps, rate,
-                 int(eta // 60), int(eta % 60))
+    self._busy += seconds
+    mean_rate = (step - self._start) / self._busy
+    eta = (self._num_steps - step) / mean_rate if mean_rate > 0 else float('inf')
+    learning_rate = scalars.get('train/learning_rate')
+    logging.info('step %d/%d (epoch %.1f): loss %.4f%s, %.2f steps/s, ETA %s', step,
+                 self._num_steps, step / self._steps_per_epoch, scalars['train/loss'],
+                 '' if learning_rate is None else f', lr {learning_rate:.4g}', rate,
+                 console.duration(eta))
     self._step, self._time, self._paused = step, now, 0.0
     return {'steps_per_sec': rate}
 
@@ -158,6 +166,10 @@ def evaluate_top1(eval_fn, variables, test_batches):
 def train_and_evaluate(config, workdir):
   """Trains `config` in `workdir` (resuming from its latest checkpoint) and evaluates it.
 
+  A run that fails before its first training step leaves no files behind: the workdir's
+  contents (config.json, metrics, events, checkpoints/) are created once training runs, and
+  a workdir this run created is removed again if it stays empty.
+
   Returns:
     The last scalars: `test/top1` (final), `test/best_top1`, `test/loss` and `step`.
 
@@ -168,18 +180,53 @@ def train_and_evaluate(config, workdir):
   """
   mesh = parallel.data_mesh()
   check_config(config, mesh.size)
-  workdir_lib.prepare(workdir)
-  with workdir_lib.Lock(workdir):
-    stop = StopSignal()  # From here on, SIGTERM means: save at the next log step and leave.
-    try:
-      return _train(config, workdir, mesh, stop)
-    finally:
-      stop.restore()
+  created = workdir_lib.prepare(workdir)
+  try:
+    with workdir_lib.Lock(workdir):
+      stop = StopSignal()  # From here on, SIGTERM means: save at the next log step and leave.
+      try:
+        return _train(config, workdir, mesh, stop)
+      finally:
+        stop.restore()
+  finally:
+    workdir_lib.remove_if_empty(workdir, created)
+
+
+class _Outputs:
+  """The files of a run in its workdir (config.json, metrics.jsonl and events, checkpoints),
+  opened by `open()` once training runs, or at once when resuming."""
+
+  def __init__(self, config, workdir):
+    self._config, self._workdir = config, workdir
+    self.checkpoints = self.writer = None
+    if os.path.isdir(checkpointing.checkpoint_dir(workdir)):
+      self.checkpoints = checkpointing.Checkpoints(workdir, keep=config.keep_checkpoints)
+
+  def latest_step(self):
+    return None if self.checkpoints is None else self.checkpoints.latest_step()
+
+  def open(self, start, resumed):
+    if self.writer is not None:
+      return
+    if self.checkpoints is None:
+      self.checkpoints = checkpointing.Checkpoints(self._workdir,
+                                                   keep=self._config.keep_checkpoints)
+    workdir_lib.record_config(self._config, self._workdir, resumed)
+    metric_logging.truncate_jsonl(self._workdir, start)
+    self.writer = metric_logging.create_writer(self._workdir)
+
+  def close(self):
+    if self.checkpoints is not None:
+      self.checkpoints.wait()
+      self.checkpoints.close()
+    if self.writer is not None:
+      self.writer.close()
 
 
 def _train(config, workdir, mesh, stop):
   """`train_and_evaluate` once the config is checked, the workdir locked and SIGTERM
   handled."""
+  started = time.perf_counter()
   model = models.create_model(config)
   steps_per_epoch = data.steps_per_epoch(config.dataset, config.batch_size)
   num_steps = (config.num_train_steps if config.num_train_steps > 0
@@ -192,21 +239,20 @@ def _train(config, workdir, mesh, stop):
                  out_shardings=parallel.replicated(mesh))
   state = init(jax.random.PRNGKey(config.seed))
 
-  checkpoints = checkpointing.Checkpoints(workdir, keep=config.keep_checkpoints)
+  outputs = _Outputs(config, workdir)
   progress = {'best_top1': 0.0}
-  resumed = checkpoints.latest_step() is not None
+  resumed = outputs.latest_step() is not None
   if resumed:
-    state, progress = checkpoints.restore(state)
-    logging.info('Resumed from step %d in %s.', int(state.step), checkpoints.directory)
+    state, progress = outputs.checkpoints.restore(state)
+    logging.info('Resumed from step %d in %s.', int(state.step), outputs.checkpoints.directory)
   elif config.model.pretrained:
     state = checkpointing.load_pretrained_encoder(config.model.pretrained, state)
     logging.info('Encoder initialised from %s.', config.model.pretrained)
   start = int(jax.device_get(state.step))
-  workdir_lib.record_config(config, workdir, resumed)
-  metric_logging.truncate_jsonl(workdir, start)
-  logging.info('%s: %d steps (%d per epoch), global batch %d on %d devices, modes %s.',
-               config.mixup.method, num_steps, steps_per_epoch, config.batch_size, mesh.size,
-               modes.method_table(config))
+  logging.info('%s on %s: %d steps (%d per epoch), batch %d on %d device(s), workdir %s.',
+               config.mixup.method, config.dataset.name, num_steps, steps_per_epoch,
+               config.batch_size, mesh.size, workdir)
+  logging.debug('Modes and weights: %s.', modes.method_table(config))
 
   table_modes = modes.table_modes(config)
   feed = data.train_feed(config.dataset, mesh, global_batch_size=config.batch_size,
@@ -218,8 +264,7 @@ def _train(config, workdir, mesh, stop):
       functools.partial(train_step_lib.eval_step, model=model), mesh)
   test_batches = data.eval_batches(config.dataset, mesh,
                                    global_batch_size=config.eval.batch_size)
-  writer = metric_logging.create_writer(workdir)
-  progress_meter = Progress(start, num_steps)
+  progress_meter = Progress(start, num_steps, steps_per_epoch)
   window = []
   last = {'step': start}
 
@@ -228,14 +273,23 @@ def _train(config, workdir, mesh, stop):
       scalars = evaluate_top1(eval_fn, state.variables(), test_batches)
     progress['best_top1'] = max(progress['best_top1'], scalars['test/top1'])
     scalars['test/best_top1'] = progress['best_top1']
-    writer.write_scalars(step, scalars)
+    outputs.writer.write_scalars(step, scalars)
+    logging.info('step %d: test top-1 %.2f%% (best %.2f%%), test loss %.4f', step,
+                 scalars['test/top1'], scalars['test/best_top1'], scalars['test/loss'])
     last.update(scalars)
 
   try:
-    if resumed and (start % eval_every == 0 or start == num_steps):
-      evaluate(start)  # Saved before its evaluation: that evaluation is done again here.
+    if resumed:
+      outputs.open(start, resumed)
+      if start % eval_every == 0 or start == num_steps:
+        evaluate(start)  # Saved before its evaluation: that evaluation is done again here.
     for step in range(start, num_steps):
-      state, metrics = train_fn(state, feed.resident, next(feed))
+      if outputs.writer is None:  # The first step: compiling is not training time.
+        with progress_meter.paused():
+          state, metrics = train_fn(state, feed.resident, next(feed))
+        outputs.open(start, resumed)  # Training runs: from here on the workdir fills.
+      else:
+        state, metrics = train_fn(state, feed.resident, next(feed))
       window.append(metrics)
       done = step + 1
       stopping = _stop_requested(stop, done, config.log_every_steps)
@@ -247,14 +301,17 @@ def _train(config, workdir, mesh, stop):
           bad = done - len(stacked['nonfinite']) + 1 + int(np.argmax(stacked['nonfinite']))
           raise FloatingPointError(
               f'Non-finite loss or gradients at step {bad} ({config.mixup.method}); the run '
-              f'stops. The checkpoints in {checkpoints.directory} hold the last good '
-              f'states (latest: step {checkpoints.latest_step()}). Lower '
+              f'stops. The checkpoints in {outputs.checkpoints.directory} hold the last good '
+              f'states (latest: step {outputs.checkpoints.latest_step()}). Lower '
               'optimizer.learning_rate or check the data, then restart.')
-        writer.write_scalars(done, {**summarize_window(stacked, table_modes),
-                                    **progress_meter.report(done)})
+        scalars = summarize_window(stacked, table_modes)
+        scalars.update(progress_meter.report(done, scalars))
+        outputs.writer.write_scalars(done, scalars)
       if saving:  # Before the evaluation: a failing evaluation loses no work.
         with progress_meter.paused():
-          checkpoints.save(state, progress)
+          outputs.checkpoints.save(state, progress)
+        logging.info('step %d: saving the checkpoint %s', done,
+                     os.path.join(outputs.checkpoints.directory, str(done)))
       last['step'] = done
       if stopping:
         logging.warning('Stopped at step %d after SIGTERM; checkpoint saved.', done)
@@ -262,11 +319,11 @@ def _train(config, workdir, mesh, stop):
       if done % eval_every == 0 or done == num_steps:
         evaluate(done)
   finally:
-    checkpoints.wait()
-    checkpoints.close()
-    writer.close()
-  if jax.process_index() == 0:
-    logging.info('Done: %s', json.dumps(last))
+    outputs.close()
+  if jax.process_index() == 0 and 'test/top1' in last:
+    logging.info('Done: step %d, test top-1 %.2f%% (best %.2f%%) in %s; %s', last['step'],
+                 last['test/top1'], last['test/best_top1'],
+                 console.duration(time.perf_counter() - started), workdir)
   return last
 
 

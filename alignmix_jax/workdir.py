@@ -2,6 +2,7 @@
 record of the config the run was trained with.
 
   prepare(workdir)         creates it, or a clear error when it is a file or not writable;
+  remove_if_empty(...)     removes what `prepare` created if a run left it empty;
   Lock(workdir)            `<workdir>/run.lock` on process 0 while a run trains: a second run
                            on the same workdir fails at once, saying which process holds it;
   record_config(...)       `<workdir>/config.json`: written by the run that starts the
@@ -37,12 +38,19 @@ class WorkdirInUseError(RuntimeError):
 def prepare(workdir):
   """Creates `workdir` (and its parents) and checks that this process can write there.
 
+  Returns:
+    The outermost folder this call created (None when `workdir` existed), for
+    `remove_if_empty`.
+
   Raises:
     ValueError: `workdir` (or a parent) is a file, or it cannot be written.
   """
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f'--workdir {workdir} is a file, not a folder: give a folder (it is '
                      'created if it does not exist).')
+  created, parent = None, os.path.abspath(workdir)
+  while not os.path.exists(parent):
+    created, parent = parent, os.path.dirname(parent)
   try:
     os.makedirs(workdir, exist_ok=True)
     with tempfile.TemporaryFile(dir=workdir):
@@ -52,6 +60,23 @@ def prepare(workdir):
   except OSError as error:
     raise ValueError(f'--workdir {workdir} cannot be written ({error.strerror}): give a '
                      'folder this user can write, or fix its permissions.') from error
+  return created
+
+
+def remove_if_empty(workdir, created):
+  """Removes `workdir` and its parents up to `created` (from `prepare`) while they are
+  empty: a run that failed before training leaves no folders it made."""
+  if created is None or jax.process_index() != 0:
+    return
+  folder = os.path.abspath(workdir)
+  while True:
+    try:
+      os.rmdir(folder)  # Only if empty.
+    except OSError:
+      return
+    if folder == created:
+      return
+    folder = os.path.dirname(folder)
 
 
 def _alive(pid):

@@ -132,13 +132,14 @@ def get_config():
   config.eval.pgd_eps = 4 / 255
   config.eval.pgd_step = 2 / 255
   config.eval.pgd_iters = 20
+  config.eval.attack_examples = 0  # Attack the first N test examples (0: all; the paper).
   config.eval.calibration_bins = 15
   # OOD image folders (the ODIN release's sets; '' = not used), set from the command line
   # with e.g. --config.eval.ood_folders.lsun_crop=/data/LSUN. Other sets: add a field here
   # or in a config file.
   config.eval.ood_folders = ml_collections.ConfigDict({
       name: '' for name in ('lsun_crop', 'lsun_resize', 'isun', 'tiny_imagenet_crop',
-                            'tiny_imagenet_resize')})
+                            'tiny_imagenet_resize', 'sklearn_digits')})
   config.eval.ood_noise = ('uniform', 'gaussian')  # Built-in OOD noise sets (uniform | gaussian).
   config.eval.cam_threshold = 0.15
   return config

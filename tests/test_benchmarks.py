@@ -1,12 +1,14 @@
 """Smoke tests of the benchmark scripts at a tiny size: they run and print their records.
 Nothing here asserts on time."""
 
+import gzip
 import json
 import os
 import subprocess
 import sys
 
 import jax
+import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,3 +68,67 @@ def test_alignment_benchmark_prints_one_line_per_side():
                      '--iters', '5', '--repeats', '2')
   assert [r['side'] for r in records] == [2, 4]
   assert all(r['ms_per_batch'] > 0 for r in records)
+
+
+def _small_fashion_mnist(root, train=64, test=100):
+  """Four gzipped IDX files of random 28x28 images and labels."""
+  rng = np.random.default_rng(0)
+  for prefix, count in (('train', train), ('t10k', test)):
+    for kind, shape in (('images-idx3', (count, 28, 28)), ('labels-idx1', (count,))):
+      values = rng.integers(0, 10 if kind.startswith('labels') else 256, shape, dtype=np.uint8)
+      header = bytes([0, 0, 8, values.ndim]) + b''.join(n.to_bytes(4, 'big') for n in shape)
+      with gzip.open(os.path.join(root, f'{prefix}-{kind}-ubyte.gz'), 'wb') as f:
+        f.write(header + values.tobytes())
+  return str(root)
+
+
+def test_gpu_check_runs_end_to_end_at_a_tiny_size(tmp_path):
+  data = _small_fashion_mnist(tmp_path)
+  out = tmp_path / 'gpu_check.jsonl'
+  records = _records('benchmarks.gpu_check', '--tiny', '--fashion_dir', data, '--epochs', '1',
+                     '--fashion_set', 'dataset.train_size=64', '--fashion_set',
+                     'dataset.test_size=100', '--out', str(out))
+  by_check = {}
+  for record in records:
+    by_check.setdefault(record['check'], []).append(record)
+  assert list(by_check) == ['environment', 'train_step', 'alignment', 'fashion_mnist', 'done']
+  assert by_check['environment'][0]['backend'] == 'cpu'
+  steps = by_check['train_step']
+  rows = ['vanilla', 'clean', 'input', 'latent', 'feature', 'feature_reversed', 'alignmix']
+  for dtype in ('float32', 'bfloat16'):
+    got = [r for r in steps if r['dtype'] == dtype]
+    assert [r['row'] for r in got] == rows + ['summary']
+    assert all(r['devices'] == 1 and r['images_per_s'] > 0 for r in got[:-1])
+    assert got[-1]['feature_over_vanilla'] > 0 and got[-1]['five_mode_over_vanilla'] > 0
+  assert [r['side'] for r in by_check['alignment']] == [4, 8]
+  fashion = by_check['fashion_mnist'][0]
+  assert fashion['steps'] == 8 and 0 <= fashion['test_top1'] <= 100
+  assert fashion['epoch_s_training'] > 0
+  with open(out, encoding='utf-8') as f:  # The same lines, appended to --out.
+    assert [json.loads(line) for line in f] == records
+
+
+def test_compare_methods_writes_the_table_and_restarts_where_it_stopped(tmp_path):
+  args = ['--out', str(tmp_path), '--config', 'configs/digits.py', '--budget', 'tiny',
+          '--rows', 'vanilla,alignmix', '--seeds', '0,1']
+  result = subprocess.run([sys.executable, '-m', 'benchmarks.compare_methods', *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
+  assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+  with open(tmp_path / 'results.json', encoding='utf-8') as f:
+    records = json.load(f)['records']
+  assert [(r['row'], r['seed']) for r in records] == [
+      ('vanilla', 0), ('alignmix', 0), ('vanilla', 1), ('alignmix', 1)]
+  for record in records:
+    with open(os.path.join(record['workdir'], 'eval.json'), encoding='utf-8') as f:
+      assert json.load(f)['top1_error'] == record['top1_error']
+    assert 'ood/sklearn_digits/auroc' in record and 'pgd_error' in record
+  table = (tmp_path / 'results.md').read_text()
+  assert '| AlignMix/AE |' in table and '| vanilla |' in table and '+-' in table
+  for name in ('reliability_best_worst.png', 'figure3_interpolations.png'):
+    assert (tmp_path / name).stat().st_size > 1000
+  again = subprocess.run([sys.executable, '-m', 'benchmarks.compare_methods', *args], cwd=REPO,
+                         capture_output=True, text=True, timeout=900, check=False)
+  assert 'compare_methods: alignmix seed 1: train' in result.stdout
+  assert again.returncode == 0 and 'seed 0: train' not in again.stdout  # Nothing run again.
+  assert 'seed 1: train' not in again.stdout
+  assert (tmp_path / 'results.md').read_text() == table

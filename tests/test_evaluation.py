@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from matplotlib.backends import backend_agg
 from PIL import Image
 from sklearn import metrics as sk_metrics
 
@@ -115,6 +116,52 @@ def test_ece_matches_loop_reference_and_accumulates_over_masked_batches():
   summed = jax.tree.map(jnp.add, *totals)
   np.testing.assert_allclose(calibration.ece_from_totals(summed), expected, rtol=1e-5)
   assert float(jnp.sum(summed['count'])) == 97
+
+
+def test_reliability_figure_draws_the_bin_counts_under_the_diagram_and_names_the_run(tmp_path):
+  rng = np.random.default_rng(3)
+  probs = rng.dirichlet(np.full(4, 0.5), size=200).astype(np.float32)
+  probs[0] = [0.5, 0.3, 0.2, 0.0]  # Confidence on an edge: in the bin (0.4, 0.5].
+  labels = rng.integers(0, 4, 200)
+  # A second batch padded with rows of mask 0: counted nowhere.
+  garbage = np.full((5, 4), 0.25, np.float32)
+  parts = [(probs[:120], labels[:120], np.ones(120)),
+           (np.r_[probs[120:], garbage], np.r_[labels[120:], np.zeros(5, int)],
+            np.r_[np.ones(80), np.zeros(5)])]
+  totals = jax.tree.map(jnp.add, *[
+      calibration.bin_totals(jnp.asarray(p), jnp.asarray(y), jnp.asarray(m, jnp.float32), 10)
+      for p, y, m in parts])
+  # Reference: each bin (lower, upper] by comparison, with its accuracy and the ECE.
+  confidence, correct = probs.max(-1), probs.argmax(-1) == labels
+  edges = np.linspace(0, 1, 11).astype(np.float32)
+  in_bins = [(confidence > lower) & (confidence <= upper)
+             for lower, upper in zip(edges[:-1], edges[1:])]
+  counts = np.array([in_bin.sum() for in_bin in in_bins])
+  accuracies = [correct[in_bin].mean() for in_bin in in_bins if in_bin.any()]
+  ece = sum(in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+            for in_bin in in_bins if in_bin.any())
+  assert counts.sum() == 200 and counts[4] >= 1 and (counts == 0).any()  # Empty bins too.
+
+  fig = calibration.reliability_figure(totals, title='digits (step 440)')
+  backend_agg.FigureCanvasAgg(fig).draw()  # Renders with Agg.
+  diagram, histogram = fig.axes
+  assert diagram.get_title() == f'digits (step 440): ECE = {100 * ece:.2f}%'
+  assert diagram.get_shared_x_axes().joined(diagram, histogram)
+  assert diagram.get_position().height > 2 * histogram.get_position().height
+  assert diagram.get_position().y0 > histogram.get_position().y1  # Histogram underneath.
+  bars = histogram.patches
+  np.testing.assert_array_equal([bar.get_height() for bar in bars], counts)
+  np.testing.assert_allclose([bar.get_x() for bar in bars], edges[:-1], atol=1e-7)
+  np.testing.assert_allclose([bar.get_width() for bar in bars], 0.1)
+  accuracy_bars = diagram.containers[0]
+  np.testing.assert_allclose([bar.get_height() for bar in accuracy_bars], accuracies,
+                             rtol=1e-6)
+  untitled = calibration.reliability_figure(totals)
+  assert untitled.axes[0].get_title() == f'ECE = {100 * ece:.2f}%'
+  path = tmp_path / 'reliability.png'
+  calibration.reliability_diagram(totals, str(path), title='digits (step 440)')
+  image = Image.open(path)
+  assert image.format == 'PNG' and image.height > image.width  # Two panels, one above.
 
 
 # --- Classification ----------------------------------------------------------------------
@@ -364,7 +411,21 @@ def tiny_config(tmp_path, programs):
   return config
 
 
-def test_run_programs_writes_every_key_and_figure(tmp_path):
+def test_run_title_names_the_workdir_and_the_step():
+  assert runner.run_title('/runs/digits/', 440) == 'digits (step 440)'
+  assert runner.run_title('/runs/digits') == 'digits'
+
+
+def test_run_programs_writes_every_key_and_figure(tmp_path, monkeypatch):
+  titles = []
+  draw = calibration.reliability_figure
+
+  def recording_draw(totals, title=None):
+    fig = draw(totals, title)
+    titles.append(fig.axes[0].get_title())
+    return fig
+
+  monkeypatch.setattr(calibration, 'reliability_figure', recording_draw)
   config = tiny_config(tmp_path, tuple(runner.PROGRAMS))
   model = TinyCamNet(num_classes=3)
   images, boxes = blob_images([(8 + i % 12, 10 + i % 9) for i in range(11)], size=24, half=4)
@@ -379,7 +440,8 @@ def test_run_programs_writes_every_key_and_figure(tmp_path):
       return make_batches(images[:, ::-1], -np.ones(11), 4)
     return make_batches(images, labels, 4, bbox=boxes)
 
-  results = runner.run_programs(config, fns, batches_fn, str(tmp_path))
+  workdir = tmp_path / 'digits'
+  results = runner.run_programs(config, fns, batches_fn, str(workdir), step=440)
   ood_keys = [f'ood/{name}/{metric}' for name in ('uniform', 'gaussian', 'lsun')
               for metric in ood.METRICS]
   assert sorted(results) == sorted(['top1_error', 'fgsm_error', 'pgd_error', 'ece', 'loc/top1',
@@ -388,9 +450,10 @@ def test_run_programs_writes_every_key_and_figure(tmp_path):
   # A random 3-class model on 11 examples: top-1 error is a multiple of 100/11.
   assert results['top1_error'] * 11 / 100 == pytest.approx(round(results['top1_error'] * 0.11))
   assert results['fgsm_error'] >= results['top1_error']
-  assert json.loads((tmp_path / 'eval.json').read_text()) == results
+  assert json.loads((workdir / 'eval.json').read_text()) == results
   for name in ('reliability.png', 'localization.png', 'ood.md'):
-    assert (tmp_path / 'eval' / name).stat().st_size > 100
+    assert (workdir / 'eval' / name).stat().st_size > 100
+  assert titles == [f"digits (step 440): ECE = {results['ece']:.2f}%"]
 
 
 def test_runner_rejects_bad_configs_with_the_fix(tmp_path):

@@ -76,8 +76,12 @@ def test_an_unreadable_test_image_is_named_before_training(tmp_path):
   root = _image_folder(tmp_path / 'data', bad='test/a/broken.jpg')
   with pytest.raises(ValueError, match=r'Cannot decode the image .*test/a/broken.jpg '
                                        r"\(image_folder, test split\).*skip_unreadable=True"):
-    train.train_and_evaluate(_folder_config(root), str(tmp_path / 'run'))
-  assert _latest(tmp_path / 'run')[0] is None  # Nothing trained, nothing lost.
+    train.train_and_evaluate(_folder_config(root), str(tmp_path / 'new' / 'run'))
+  assert not os.path.exists(tmp_path / 'new')  # No files, no folders it made.
+  os.makedirs(tmp_path / 'existing')
+  with pytest.raises(ValueError, match='Cannot decode'):
+    train.train_and_evaluate(_folder_config(root), str(tmp_path / 'existing'))
+  assert not os.listdir(tmp_path / 'existing')  # Kept, and as empty as it was.
 
 
 def test_skip_unreadable_leaves_the_image_out_with_a_count(tmp_path, caplog):

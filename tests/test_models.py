@@ -12,6 +12,7 @@ much faster than threefry on CPU.
 """
 
 import functools
+import importlib
 import re
 
 import flax.linen as nn
@@ -157,6 +158,23 @@ def test_classifier_parameter_counts_equal_pytorch(name, image_size, num_classes
   channels = {'preactresnet18': 512, 'wrn16_8': 512, 'resnet50': 2048, 'vgg_gap': 1024}[name]
   assert counts['classifier'] == _linear(channels, num_classes)
   assert counts['encoder'] + counts['classifier'] == counts['total']
+
+
+@pytest.mark.parametrize('setting,expected', [
+    ('cifar100_preactresnet18', 11_217_444),
+    ('cifar10_preactresnet18', 11_171_274),
+    ('cifar10_wrn16_8', 10_965_866),
+])
+def test_summary_prints_the_classifier_count_of_the_paper(setting, expected):
+  # Parameter counts of the authors' PyTorch networks (E + g), quoted in the README.
+  config = importlib.import_module(f'configs.{setting}').get_config()
+  assert config.model.autoencoder == 'ae'  # e and D exist and must be left out.
+  text = summary.summarize(config)
+  found = re.findall(r'^classifier params \(E \+ g, as the paper counts\): (\d+)$', text,
+                     flags=re.MULTILINE)
+  assert [int(count) for count in found] == [expected]
+  total = re.search(r'^params/total: (\d+)$', text, flags=re.MULTILINE).group(1)
+  assert int(total) > expected + 4_000_000  # e and D (millions of parameters) not counted.
 
 
 def test_summary_lines_match_variables():

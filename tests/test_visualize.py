@@ -225,6 +225,9 @@ def test_notebook_trains_a_small_model_and_draws_both_figures(tmp_path):
   notebook = nbformat.read(NOTEBOOK, as_version=4)
   parameters = [cell for cell in notebook.cells if 'parameters' in cell.metadata.get('tags', [])]
   assert len(parameters) == 1
+  defaults = {}
+  exec(parameters[0].source, defaults)  # pylint: disable=exec-used
+  assert defaults['OUTPUT_DIR'] == 'figures'  # Saved by default, under the repository root.
   steps = 60
   parameters[0].source = '\n'.join([
       'WORKDIR = None',
@@ -254,6 +257,8 @@ def test_notebook_trains_a_small_model_and_draws_both_figures(tmp_path):
   assert len(reconstruction) == 5 and reconstruction[-1] < 0.9 * reconstruction[0]
   for name, (min_height, min_width) in (('figure3_interpolations.png', (300, 500)),
                                         ('figure4_toy_alignment.png', (300, 1200))):
-    image = matplotlib.image.imread(tmp_path / 'figures' / name)
+    path = tmp_path / 'figures' / name
+    assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and path.stat().st_size > 1000, name
+    image = matplotlib.image.imread(path)
     assert image.shape[0] >= min_height and image.shape[1] >= min_width, name
     assert np.asarray(image[..., :3]).std() > 0.05, name  # Not a blank canvas.

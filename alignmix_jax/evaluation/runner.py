@@ -12,6 +12,7 @@ any batch source (`alignmix_jax.data.eval_batches` here: TensorFlow only for the
 its tf.data back end reads).
 """
 
+import itertools
 import json
 import os
 from typing import Callable, NamedTuple
@@ -42,25 +43,46 @@ class ModelFns(NamedTuple):
   cam: Callable
 
 
-# Each program: (config, fns, batches_fn, out_dir) -> {scalar name: value}, where
-# `batches_fn(dataset_config)` yields the test batches of that dataset config.
-def _classification(config, fns, batches_fn, out_dir):
-  del out_dir  # No figure.
+class Output(NamedTuple):
+  """Where the programs write and how their figures name the run.
+
+  dir: the folder of figures and tables, `<workdir>/eval`.
+  title: the run in figure titles, e.g. 'digits (step 440)' (`run_title`).
+  """
+  dir: str
+  title: str
+
+
+def run_title(workdir, step=None):
+  """'<workdir's base name> (step <step>)', or the base name alone without a step."""
+  name = os.path.basename(os.path.normpath(workdir))
+  return name if step is None else f'{name} (step {step})'
+
+
+# Each program: (config, fns, batches_fn, out) -> {scalar name: value}, where
+# `batches_fn(dataset_config)` yields the test batches of that dataset config and `out` is
+# an `Output`.
+def _classification(config, fns, batches_fn, out):
+  del out  # No figure.
   return classification.evaluate(fns.logits, batches_fn(config.dataset),
                                  top_k=tuple(config.eval.top_k))
 
 
-def _attacks(config, fns, batches_fn, out_dir):
-  del out_dir  # No figure.
-  return attacks.evaluate(fns.logits, batches_fn(config.dataset), fgsm_eps=config.eval.fgsm_eps,
+def _attacks(config, fns, batches_fn, out):
+  del out  # No figure.
+  batches = batches_fn(config.dataset)
+  if config.eval.attack_examples:  # The first examples only (a multiple of the batch).
+    batches = itertools.islice(batches, config.eval.attack_examples // config.eval.batch_size)
+  return attacks.evaluate(fns.logits, batches, fgsm_eps=config.eval.fgsm_eps,
                           pgd_eps=config.eval.pgd_eps, pgd_step=config.eval.pgd_step,
                           pgd_iters=config.eval.pgd_iters, seed=config.seed)
 
 
-def _calibration(config, fns, batches_fn, out_dir):
+def _calibration(config, fns, batches_fn, out):
   return calibration.evaluate(fns.logits, batches_fn(config.dataset),
                               num_bins=config.eval.calibration_bins,
-                              figure_path=os.path.join(out_dir, 'reliability.png'))
+                              figure_path=os.path.join(out.dir, 'reliability.png'),
+                              title=out.title)
 
 
 def _folder_dataset(config, path):
@@ -80,18 +102,18 @@ def ood_folders(config):
   return {name: path for name, path in config.eval.ood_folders.items() if path}
 
 
-def _ood(config, fns, batches_fn, out_dir):
+def _ood(config, fns, batches_fn, out):
   folders = {name: batches_fn(_folder_dataset(config, path))
              for name, path in ood_folders(config).items()}
   return ood.evaluate(fns.logits, batches_fn(config.dataset), folders,
                       noise=tuple(config.eval.ood_noise), seed=config.seed,
-                      table_path=os.path.join(out_dir, 'ood.md'))
+                      table_path=os.path.join(out.dir, 'ood.md'))
 
 
-def _localization(config, fns, batches_fn, out_dir):
+def _localization(config, fns, batches_fn, out):
   return localization.evaluate(fns.logits, fns.cam, batches_fn(config.dataset),
                                threshold=config.eval.cam_threshold,
-                               figure_path=os.path.join(out_dir, 'localization.png'))
+                               figure_path=os.path.join(out.dir, 'localization.png'))
 
 
 PROGRAMS = {
@@ -114,6 +136,11 @@ def check_config(config):
   if 'classification' in programs and not all(1 <= k <= num_classes for k in config.eval.top_k):
     raise ValueError(f'config.eval.top_k = {tuple(config.eval.top_k)} needs 1 <= k <= '
                      f'config.dataset.num_classes = {num_classes}.')
+  examples = config.eval.attack_examples
+  if examples and (examples < 0 or examples % config.eval.batch_size):
+    raise ValueError(f'config.eval.attack_examples = {examples} must be 0 (the whole test '
+                     f'split) or a positive multiple of config.eval.batch_size = '
+                     f'{config.eval.batch_size}.')
   if 'ood' in programs:
     ood.check_set_names(tuple(config.eval.ood_noise), tuple(ood_folders(config)))
     for name, path in ood_folders(config).items():
@@ -134,7 +161,7 @@ def check_config(config):
                        '(caltech_birds2011).')
 
 
-def run_programs(config, fns, batches_fn, workdir):
+def run_programs(config, fns, batches_fn, workdir, step=None):
   """Runs `config.eval.programs`; writes `<workdir>/eval.json` and figures under `eval/`.
 
   Args:
@@ -142,16 +169,17 @@ def run_programs(config, fns, batches_fn, workdir):
     fns: the model as `ModelFns`.
     batches_fn: `dataset_config -> iterable of batch dicts` of that dataset's test split.
     workdir: the run's directory.
+    step: the evaluated checkpoint's step, named in figure titles (None: not named).
 
   Returns:
     `{scalar name: value}`, the content of eval.json.
   """
   check_config(config)
-  out_dir = os.path.join(workdir, 'eval')
-  os.makedirs(out_dir, exist_ok=True)
+  out = Output(dir=os.path.join(workdir, 'eval'), title=run_title(workdir, step))
+  os.makedirs(out.dir, exist_ok=True)
   results = {}
   for name in config.eval.programs:
-    scalars = PROGRAMS[name](config, fns, batches_fn, out_dir)
+    scalars = PROGRAMS[name](config, fns, batches_fn, out)
     logging.info('Evaluation %s: %s', name, scalars)
     results.update(scalars)
   with open(os.path.join(workdir, 'eval.json'), 'w') as f:
@@ -201,7 +229,7 @@ def evaluate(config, workdir, checkpoint_step=None):
     for path in ood_folders(config).values():
       iter(batches_fn(_folder_dataset(config, path)))
   logging.info('Evaluating %s at step %d: %s.', workdir, step, tuple(config.eval.programs))
-  results = run_programs(config, fns, batches_fn, workdir)
+  results = run_programs(config, fns, batches_fn, workdir, step)
   writer = metric_logging.create_writer(workdir, collection='eval')
   writer.write_scalars(step, results)
   writer.close()

@@ -2,12 +2,15 @@
 
 `summarize(config)` initialises the model abstractly (`jax.eval_shape`: shapes only, no
 compute, so the ImageNet ResNet-50 summary is instant) and returns the text: the shapes of
-A and z, a table of every parameter (path, shape, size), then one line per top-level module
-and the total,
+A and z, a table of every parameter (path, shape, size), then one line per top-level module,
+the total and the classifier's count,
   params/<module>: <count>
   params/total: <count>
+  classifier params (E + g, as the paper counts): <count>
 with counts as PyTorch counts them (BatchNorm scale and bias are parameters, the running
-statistics are not).
+statistics are not). The classifier is the encoder E and the head g, without e and D: the
+authors' network, the one the paper's tables count (e.g. 11217444 for PreActResNet18 on
+CIFAR-100).
 """
 
 import math
@@ -32,6 +35,20 @@ def parameter_summary(variables_or_params):
   params = variables_or_params.get('params', variables_or_params)
   lines = [f'params/{name}: {_count(params[name])}' for name in sorted(params)]
   return lines + [f'params/total: {_count(params)}']
+
+
+CLASSIFIER_MODULES = ('encoder', 'classifier')  # E and g: the paper's classifier.
+
+
+def classifier_summary(variables_or_params):
+  """`classifier params (E + g, as the paper counts): <count>`, without e and D.
+
+  Args:
+    variables_or_params: as for `parameter_summary`.
+  """
+  params = variables_or_params.get('params', variables_or_params)
+  count = sum(_count(params[name]) for name in CLASSIFIER_MODULES)
+  return f'classifier params (E + g, as the paper counts): {count}'
 
 
 def parameter_table(params):
@@ -76,4 +93,4 @@ def summarize(config):
       f'manifold mixup layers: 0 to {model.num_stages}',
   ]
   return '\n'.join(header + [parameter_table(variables['params'])]
-                   + parameter_summary(variables))
+                   + parameter_summary(variables) + [classifier_summary(variables)])
