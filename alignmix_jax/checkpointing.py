@@ -55,7 +55,10 @@ class Checkpoints:
         item_handlers={'state': ocp.StandardCheckpointHandler(),
                        'progress': ocp.JsonCheckpointHandler()},
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=self._keep, enable_async_checkpointing=True,
+            # Read-only managers keep and save nothing (orbax warns unless told so).
+            max_to_keep=None if self._read_only else self._keep,
+            save_interval_steps=0 if self._read_only else 1,
+            enable_async_checkpointing=True,
             create=not self._read_only, read_only=self._read_only))
 
   def latest_step(self):

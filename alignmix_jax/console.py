@@ -22,11 +22,18 @@ def is_ours(record):
   return os.path.abspath(record.pathname).startswith(_OURS)
 
 
+# Library warnings that say nothing to a user (orbax, on every checkpoint opened to read).
+_EXPECTED_WARNINGS = ('Given directory is read only',)
+
+
 class _QuietFilter(std_logging.Filter):
-  """Keeps our records and other modules' warnings and errors."""
+  """Keeps our records and other modules' warnings and errors (but `_EXPECTED_WARNINGS`)."""
 
   def filter(self, record):
-    return record.levelno >= std_logging.WARNING or is_ours(record)
+    if is_ours(record):
+      return True
+    return (record.levelno >= std_logging.WARNING
+            and not str(record.msg).startswith(_EXPECTED_WARNINGS))
 
 
 class _ShortFormatter(std_logging.Formatter):

@@ -1,6 +1,6 @@
 """Every figure the README quotes, measured again on this machine and written into it.
 
-  python -m benchmarks.figures                      # every section but fidelity, tests
+  python -m benchmarks.figures                      # the sections of DEFAULT
   python -m benchmarks.figures digits fashion_mnist # some sections
   python -m benchmarks.figures fidelity --authors_dir AUTHORS_DIR   # needs torch
   python -m benchmarks.figures --check digits       # rerun, compare, change nothing
@@ -29,6 +29,9 @@ Sections:
   eval            benchmarks.eval_throughput;
   fidelity        benchmarks.fidelity against the authors' code (`--authors_dir`), both
                   networks;
+  torch           benchmarks.torch_reference (needs torch): our step against PyTorch's;
+  compare         benchmarks.compare_methods on Fashion-MNIST, CPU budget (about 70 minutes;
+                  resumes its runs in `--compare_dir`);
   tests           the README's two test commands, timed.
 """
 
@@ -40,10 +43,14 @@ import json
 import os
 import platform
 import re
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from benchmarks import compare_methods
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIGURES = os.path.join(ROOT, 'docs', 'figures.json')
@@ -140,14 +147,13 @@ def run_throughput(args, log):
 
 def run_pipelines(args, log):
   del args
-  out = {}
+  records = []
   for config in ('configs/digits.py', 'configs/fashion_mnist.py'):
     text, _ = _run(['python', '-m', 'benchmarks.train_throughput', '--config', config,
                     '--rows', 'vanilla', '--pipeline_steps', '40',
                     '--pipelines', 'device,tfdata'], log)
-    out.update({f'{r["dataset"]}/{r["row"]}': r for r in _json_lines(text)
-                if r['row'].startswith('pipeline_')})
-  return out
+    records += [r for r in _json_lines(text) if r['row'].startswith('pipeline_')]
+  return {'records': records}
 
 
 def run_alignment(args, log):
@@ -174,6 +180,26 @@ def run_fidelity(args, log):
   return out
 
 
+def run_torch(args, log):
+  del args
+  text, _ = _run(['python', '-m', 'benchmarks.torch_reference'], log)
+  return {'records': _json_lines(text), 'torch': importlib.metadata.version('torch')}
+
+
+def run_compare(args, log):
+  """The comparison of `benchmarks.compare_methods` (resumes, or rereads, its runs)."""
+  out = os.path.join(ROOT, args.compare_dir)
+  _run(['python', '-m', 'benchmarks.compare_methods', '--out', args.compare_dir], log)
+  with open(os.path.join(out, 'results.json'), encoding='utf-8') as f:
+    results = json.load(f)
+  with open(os.path.join(out, 'results.md'), encoding='utf-8') as f:
+    results['table'] = f.read().strip()
+  for name, copy in (('reliability_best_worst.png', 'compare_reliability.png'),
+                     ('figure3_interpolations.png', 'compare_figure3.png')):
+    shutil.copyfile(os.path.join(out, name), os.path.join(ROOT, 'docs', copy))
+  return results
+
+
 def run_tests(args, log):
   """The README's test commands, timed (with whatever compilation cache this machine has)."""
   del args
@@ -189,7 +215,12 @@ def run_tests(args, log):
 SECTIONS = {'digits': run_digits, 'fashion_mnist': run_fashion_mnist, 'summary': run_summary,
             'throughput': run_throughput, 'pipelines': run_pipelines,
             'alignment': run_alignment, 'eval': run_eval, 'fidelity': run_fidelity,
-            'tests': run_tests}
+            'torch': run_torch, 'compare': run_compare, 'tests': run_tests}
+
+
+# The sections a plain `python -m benchmarks.figures` runs (the others need torch, the
+# authors' code, or an hour).
+DEFAULT = ('digits', 'fashion_mnist', 'summary', 'throughput', 'pipelines', 'alignment', 'eval')
 
 
 def machine():
@@ -285,9 +316,7 @@ def _pipelines(f):
   p = f['pipelines']
   lines = ['| data | back end | fed AlignMix step | pipeline alone | one epoch |',
            '| --- | --- | --- | --- | --- |']
-  for key, r in p.items():
-    if key == 'machine' or not isinstance(r, dict) or 'row' not in r:
-      continue
+  for r in p['records']:
     lines.append(f'| {r["dataset"]} (batch {r["batch"]}) | {r["row"][len("pipeline_"):]} | '
                  f'{r["images_per_s"]:,.0f} images/s | '
                  f'{r["pipeline_only_images_per_s"]:,.0f} images/s | {r["epoch_s"]:.1f} s |')
@@ -364,6 +393,57 @@ def _slow_time(f):
   return _time(f['tests']['slow']['seconds'])
 
 
+def _torch(f):
+  t = f['torch']
+  lines = ['| threads | batch | step | PyTorch | ours | our speed / PyTorch\'s |',
+           '| --- | --- | --- | --- | --- | --- |']
+  for r in t['records']:
+    lines.append(f'| {r["threads"]} | {r["batch"]} | {r["step"]} | {r["torch_ms"]:.0f} ms | '
+                 f'{r["ours_ms"]:.0f} ms | **{r["ours_speed_vs_torch"]:.2f}** |')
+  width = t['records'][0]['width']
+  return ('\n'.join(lines) + f'\n\nPreActResNet18 width {width}, CIFAR-100 head, 32x32, SGD; '
+          f'{_where(t)}, torch {t["torch"]}.')
+
+
+def _compare(f):
+  c = f['compare']
+  o = c['overrides']
+  return (c['table'] + f'\n\n`{c["config"]}` with the `{c["budget"]}` budget: PreActResNet18 '
+          f'width {o["model.width"]}, batch {o["batch_size"]}, {o["num_epochs"]} epochs, lr '
+          f'{o["optimizer.learning_rate"]}, decayed x0.1 at epochs {o["optimizer.decay_epochs"]}; '
+          f'FGSM and PGD on the first {o["eval.attack_examples"]} test images. {_where(c)}.')
+
+
+def _compare_reading(f):
+  """Each row against vanilla, metric by metric: the difference of the means and whether it
+  exceeds the seed-to-seed spread (the sum of the two standard deviations)."""
+  records = f['compare']['records']
+  rows = list(dict.fromkeys(r['row'] for r in records))
+  metrics = (('top1_error', 'top-1 error', -1), ('pgd_error', 'PGD error', -1),
+             ('ece', 'ECE', -1), ('ood/sklearn_digits/auroc', 'digits AuROC', 1))
+
+  def stats(row, key):
+    values = [r[key] for r in records if r['row'] == row]
+    spread = statistics.stdev(values) if len(values) > 1 else float('inf')
+    return statistics.fmean(values), spread
+
+  lines = []
+  for row in rows:
+    if row == 'vanilla':
+      continue
+    parts = []
+    for key, label, better in metrics:
+      (mean, spread), (base, base_spread) = stats(row, key), stats('vanilla', key)
+      diff = mean - base
+      if abs(diff) > spread + base_spread:
+        verdict = 'better' if diff * better > 0 else 'worse'
+      else:
+        verdict = 'within the spread'
+      parts.append(f'{label} {diff:+.2f} ({verdict})')
+    lines.append(f'- {compare_methods.LABELS.get(row, row)} vs vanilla: ' + ', '.join(parts) + '.')
+  return '\n'.join(lines)
+
+
 # Block name -> (sections it needs, renderer, whether --check compares it).
 BLOCKS = {
     'digits_setup': (('digits',), _digits_setup, False),
@@ -377,6 +457,9 @@ BLOCKS = {
     'eval': (('eval',), _eval, False),
     'fidelity': (('fidelity',), _fidelity, False),
     'convergence': (('fidelity',), _convergence, False),
+    'torch': (('torch',), _torch, False),
+    'compare': (('compare',), _compare, False),
+    'compare_reading': (('compare',), _compare_reading, False),
     'test_time': (('tests',), _test_time, False),
     'slow_time': (('tests',), _slow_time, False),
 }
@@ -426,8 +509,10 @@ def load_figures():
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('sections', nargs='*', help=f'of {", ".join(SECTIONS)} (default: all '
-                      'but fidelity and tests)')
+  parser.add_argument('sections', nargs='*', help=f'of {", ".join(SECTIONS)} (default: '
+                      f'{", ".join(DEFAULT)})')
+  parser.add_argument('--compare_dir', default='workdirs/compare_fashion_cpu',
+                      help='the runs of the compare section')
   parser.add_argument('--check', action='store_true', help='compare, write nothing')
   parser.add_argument('--render', action='store_true', help='rewrite README.md from '
                       'docs/figures.json without running anything')
@@ -436,7 +521,7 @@ def main(argv=None):
   unknown = [s for s in args.sections if s not in SECTIONS]
   if unknown:
     parser.error(f'unknown sections {unknown}; valid: {", ".join(SECTIONS)}')
-  sections = args.sections or [s for s in SECTIONS if s not in ('fidelity', 'tests')]
+  sections = args.sections or list(DEFAULT)
   figures = load_figures()
   with open(README, encoding='utf-8') as f:
     readme = f.read()

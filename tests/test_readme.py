@@ -4,7 +4,8 @@ quotes is the one `benchmarks/figures.py` wrote from a run of the current code.
 Python blocks run as they stand. Shell commands run as cheap stand-ins that still check
 everything the command line says: `python -m main ...` with `--mode summary` (the config
 file, the method and every override are loaded and the network built), `launch/*.sh ...`
-with `--dry-run`, `python -m benchmarks.figures ...` with `--help`. The set-up commands
+with `--dry-run`, `python -m benchmarks.figures|compare_methods ...` with `--help` (their
+runs are tested at a tiny size in `tests/test_benchmarks.py` and `tests/test_figures.py`). The set-up commands
 (venv, pip) are what `.ci/run` runs; the digits training of the first command is rerun
 and checked against the README by the slow test of `tests/test_figures.py`.
 """
@@ -63,8 +64,9 @@ def _stand_in(command):
     return [sys.executable, '-m', 'main', *kept, '--mode', 'summary']
   if words[0].startswith('launch/') and words[0].endswith('.sh'):
     return [os.path.join(REPO, words[0]), *words[1:], '--dry-run']
-  if words[:3] == ['python', '-m', 'benchmarks.figures']:
-    return [sys.executable, '-m', 'benchmarks.figures', '--help']
+  if words[:3] in (['python', '-m', 'benchmarks.figures'],
+                   ['python', '-m', 'benchmarks.compare_methods']):
+    return [sys.executable, '-m', words[2], '--help']  # Long runs: tested in test_benchmarks.
   raise AssertionError(f'No rule to test the README command {command!r}: add one to '
                        'tests/test_readme.py (or make it an inline command).')
 
