@@ -284,12 +284,10 @@ def _train(config, workdir, mesh, stop):
       if start % eval_every == 0 or start == num_steps:
         evaluate(start)  # Saved before its evaluation: that evaluation is done again here.
     for step in range(start, num_steps):
-      if outputs.writer is None:  # The first step: compiling is not training time.
-        with progress_meter.paused():
-          state, metrics = train_fn(state, feed.resident, next(feed))
-        outputs.open(start, resumed)  # Training runs: from here on the workdir fills.
-      else:
+      first = outputs.writer is None  # Its compiling is not training time.
+      with progress_meter.paused() if first else contextlib.nullcontext():
         state, metrics = train_fn(state, feed.resident, next(feed))
+      outputs.open(start, resumed)  # Training runs: from here on the workdir fills.
       window.append(metrics)
       done = step + 1
       stopping = _stop_requested(stop, done, config.log_every_steps)

@@ -35,6 +35,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from alignmix_jax import metric_logging  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 # Row -> (method, overrides of that row).
 ROWS = {
     'vanilla': ('vanilla', {}),
@@ -125,8 +127,7 @@ def run_one(config, row, seed, overrides, out_dir, near_ood):
       json.dump({'seconds': time.perf_counter() - start}, f)
   with open(os.path.join(workdir, 'eval.json'), encoding='utf-8') as f:
     record = json.load(f)
-  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
-    tests = [line for line in map(json.loads, f) if 'test/best_top1' in line]
+  tests = [line for line in metric_logging.read_jsonl(workdir) if 'test/best_top1' in line]
   record['best_top1_error'] = 100.0 - tests[-1]['test/best_top1']
   with open(timing, encoding='utf-8') as f:
     record['minutes'] = json.load(f)['seconds'] / 60.0

@@ -50,6 +50,7 @@ import sys
 import tempfile
 import time
 
+from alignmix_jax import metric_logging
 from benchmarks import compare_methods
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,8 +92,7 @@ def _train_and_evaluate(config, workdir, log, overrides=()):
   """Trains `config` in a fresh `workdir`; returns the run's figures."""
   command = ['python', '-m', 'main', '--config', config, '--workdir', workdir, *overrides]
   _, seconds = _run(command, log)
-  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
-    lines = [json.loads(line) for line in f]
+  lines = metric_logging.read_jsonl(workdir)
   tests = [line for line in lines if 'test/top1' in line]
   row_errors = [line['train/sinkhorn_row_error'] for line in lines
                 if 'train/sinkhorn_row_error' in line]

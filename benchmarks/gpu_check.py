@@ -30,6 +30,8 @@ import sys
 import tempfile
 import time
 
+from alignmix_jax import metric_logging
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODE_ROWS = 'vanilla,clean,input,latent,feature,feature_reversed,alignmix'
 # Dense peak TFLOP/s per device kind (substring of jax's device_kind): float32 (TF32), bf16.
@@ -106,8 +108,7 @@ def fashion_mnist(args, out):
     if done.returncode:
       sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
       raise SystemExit(f'gpu_check: the Fashion-MNIST run failed ({done.returncode}).')
-    with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
-      lines = [json.loads(line) for line in f]
+    lines = metric_logging.read_jsonl(workdir)
     with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
       config = json.load(f)
   rates = sorted(line['steps_per_sec'] for line in lines if 'steps_per_sec' in line)
