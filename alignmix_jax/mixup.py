@@ -80,8 +80,8 @@ def aligned_feature_mix(lam, features, perm, *, reverse=False, eps=0.1, num_iter
     features: `[B, h, w, c]` feature tensors A.
     perm: `[B]` partner indices.
     reverse: False for (13), True for (14): a Python bool, or a boolean scalar array
-      decided on the device (then both `r x r` products are computed and one is kept; the
-      plan is solved once either way).
+      decided on the device (one plan and one transport either way: by the rows of R or
+      of R^T).
     eps, num_iters, tol: Sinkhorn settings (see `alignment.sinkhorn`).
     barycentric: normalise the used marginal of R (see `alignment.transport`).
 
@@ -93,15 +93,17 @@ def aligned_feature_mix(lam, features, perm, *, reverse=False, eps=0.1, num_iter
   weights = jax.vmap(functools.partial(alignment.assignment, eps=eps, num_iters=num_iters,
                                        tol=tol))(features, partner)
 
-  def direction(backward):
-    moved = jax.vmap(functools.partial(alignment.transport, reverse=backward,
-                                       barycentric=barycentric))(
-                                           weights, features if backward else partner)
-    return mix(lam, moved, partner) if backward else mix(lam, features, moved)
-
   if isinstance(reverse, bool):
-    return direction(reverse), weights
-  return jnp.where(reverse, direction(True), direction(False)), weights
+    moved = jax.vmap(functools.partial(alignment.transport, reverse=reverse,
+                                       barycentric=barycentric))(
+                                           weights, features if reverse else partner)
+    return (mix(lam, moved, partner) if reverse else mix(lam, features, moved)), weights
+  # Decided on the device: one transport, by the rows of R (13) or of R^T (14).
+  moved = jax.vmap(functools.partial(alignment.transport, barycentric=barycentric))(
+      jnp.where(reverse, jnp.swapaxes(weights, 1, 2), weights),
+      jnp.where(reverse, features, partner))
+  return mix(lam, jnp.where(reverse, moved, features),
+             jnp.where(reverse, partner, moved)), weights
 
 
 def cutmix_box(rng, lam, height, width):

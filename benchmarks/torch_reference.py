@@ -13,7 +13,9 @@ device), on the same synthetic batch shapes.
 
 For each thread count, a subprocess limited to that many cores (CPU affinity, set before
 JAX and PyTorch start; `torch.set_num_threads`) builds both steps, then times them in
-alternating blocks of `--block` steps, `--rounds` times, so that drift hits both alike.
+alternating blocks of `--block` steps, `--rounds` times, so that drift hits both alike,
+each block after `--pause` seconds of rest, so that neither side's idle threads (PyTorch's
+OpenMP threads keep spinning after its step) slow the other's block (by 5-7% here).
 One JSON line per (threads, batch, step): the median step time of each side and
 `ours_speed_vs_torch` = torch time / our time (>= 1: ours is faster).
 """
@@ -128,6 +130,7 @@ def measure(args):
         step()
       for _ in range(args.rounds):
         for side, step in sides.items():
+          time.sleep(args.pause)  # The other side's idle threads settle first.
           for _ in range(args.block):
             start = time.perf_counter()
             step()
@@ -148,6 +151,8 @@ def main():
   parser.add_argument('--width', type=int, default=64)
   parser.add_argument('--rounds', type=int, default=4)
   parser.add_argument('--block', type=int, default=3)
+  parser.add_argument('--pause', type=float, default=1.0,
+                      help='seconds of rest before each block')
   parser.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
   args = parser.parse_args()
   args.batches = [int(b) for b in args.batches.split(',')]
@@ -160,7 +165,8 @@ def main():
   for threads in args.threads.split(','):
     command = [sys.executable, '-m', 'benchmarks.torch_reference', '--child', '--threads',
                threads, '--batches', ','.join(map(str, args.batches)), '--width',
-               str(args.width), '--rounds', str(args.rounds), '--block', str(args.block)]
+               str(args.width), '--rounds', str(args.rounds), '--block', str(args.block),
+               '--pause', str(args.pause)]
     done = subprocess.run(command, cwd=ROOT, check=False)
     if done.returncode:
       raise SystemExit(f'torch_reference: the {threads}-thread run failed ({done.returncode}).')

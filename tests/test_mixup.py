@@ -120,6 +120,12 @@ def test_aligned_feature_mix_is_the_authors_13_or_14(reverse):
   on_device = jax.jit(lambda r: mixup.aligned_feature_mix(lam, features, perm, reverse=r)[0])(
       jnp.asarray(reverse))
   np.testing.assert_allclose(on_device, expected, rtol=1e-5, atol=1e-5)
+  # Its gradient (one transport, chosen on the device) is that of the fixed direction.
+  def gradient(direction):
+    return jax.grad(lambda f: jnp.sum(jnp.sin(mixup.aligned_feature_mix(
+        lam, f, perm, reverse=direction)[0])))(features)
+  np.testing.assert_allclose(jax.jit(gradient)(jnp.asarray(reverse)), gradient(reverse),
+                             rtol=1e-5, atol=1e-5)
   assert weights.shape == (4, 4, 4)
   for i, j in enumerate(np.asarray(perm)):
     _, _, assignment = authors_numpy.alignments(features[i], features[j])

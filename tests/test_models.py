@@ -646,6 +646,31 @@ def test_conv_gradients_equal_lax(kernel_size, stride, side):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize('batch,stride,expected_pieces', [(32, 1, 4), (20, 2, 2), (7, 1, 1)])
+def test_conv_in_batch_pieces_equals_lax(batch, stride, expected_pieces):
+  """Large CPU convolutions run in batch pieces (`_batch_pieces`): the output and both
+  gradients are lax's, and the compiled step holds one convolution per piece."""
+  x = jax.random.normal(jax.random.PRNGKey(2), (batch, 16, 16, 64))
+  kernel = 0.05 * jax.random.normal(jax.random.PRNGKey(3), (3, 3, 64, 64))
+  strides, padding = (stride, stride), ((1, 1), (1, 1))
+  assert layers._batch_pieces(x, kernel) == expected_pieces  # pylint: disable=protected-access
+
+  def loss(conv):
+    return lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
+
+  lax_conv = lambda x, k: layers._nhwc_conv(x, k, strides, padding)  # pylint: disable=protected-access
+  ours = lambda x, k: layers._canonical_gradient_conv(x, k, strides, padding)  # pylint: disable=protected-access
+  np.testing.assert_allclose(ours(x, kernel), lax_conv(x, kernel), rtol=1e-5, atol=1e-5)
+  expected = jax.grad(loss(lax_conv), (0, 1))(x, kernel)
+  step = jax.jit(jax.grad(loss(ours), (0, 1)))
+  for a, b in zip(step(x, kernel), expected):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  # Forward, input gradient and kernel gradient: one convolution each per piece.
+  text = step.lower(x, kernel).compile().as_text()
+  assert len(re.findall(r'= f32\[[^\]]*\]\S* (?:convolution|fusion)\([^\n]*conv_general_dilated',
+                        text)) >= 3 * expected_pieces
+
+
 def test_conv_gradients_inside_lax_cond_are_canonical_on_cpu():
   """XLA:CPU's fast convolutions need the form b01f_01io->b01f, which it makes itself only
   outside control flow; the train step's decoder runs under `lax.cond`."""

@@ -47,16 +47,58 @@ def _nhwc_conv(x, kernel, strides, padding, lhs_dilation=(1, 1), rhs_dilation=(1
                                   rhs_dilation=rhs_dilation, dimension_numbers=_NHWC)
 
 
+# CPU convolutions this large run in batch pieces (`_batch_pieces`).
+_PIECE_MIN_POSITIONS = 256  # H x W of the input: 16x16 and up.
+_PIECE_MIN_CHANNELS = 64  # Input and output channels.
+_PIECE_MIN_EXAMPLES = 8
+_MAX_PIECES = 4
+
+
+def _batch_pieces(x, kernel):
+  """How many batch pieces a CPU convolution of `x` `[B, H, W, Cin]` by `kernel`
+  `[k, k, Cin, Cout]` runs in: up to `_MAX_PIECES` of at least `_PIECE_MIN_EXAMPLES`
+  examples when H W >= `_PIECE_MIN_POSITIONS` and Cin, Cout >= `_PIECE_MIN_CHANNELS`, else 1.
+
+  XLA:CPU runs one such YNNPACK convolution on one thread (measured, PreActResNet18 width 64,
+  jax 0.10.2: layer1's and layer2's convolutions, forward and both gradients, took as long on
+  2 threads as on 1), while it runs independent operations concurrently. Batch pieces are
+  independent convolutions (the kernel gradient is their sum): the same function up to the
+  order of float32 sums, and a faster train step on 2 cores (`benchmarks/torch_reference.py`:
+  1.05x at batch 32, 1.5x at batch 128). Each piece compiles on its own, hence the limits:
+  smaller convolutions (the digits and test configs) are left whole.
+  """
+  if (x.shape[1] * x.shape[2] < _PIECE_MIN_POSITIONS
+      or min(kernel.shape[2], kernel.shape[3]) < _PIECE_MIN_CHANNELS):
+    return 1
+  return max(1, min(_MAX_PIECES, x.shape[0] // _PIECE_MIN_EXAMPLES))
+
+
+def _in_pieces(fn, pieces, *arrays):
+  """`fn` on `pieces` batch pieces of `arrays` (all `[B, ...]`), as a list of results."""
+  return [fn(*parts) for parts in zip(*(jnp.array_split(a, pieces) for a in arrays))]
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _canonical_gradient_conv(x, kernel, strides, padding):
-  return _nhwc_conv(x, kernel, strides, padding)
+  return _canonical_gradient_conv_fwd(x, kernel, strides, padding)[0]
 
 
 def _canonical_gradient_conv_fwd(x, kernel, strides, padding):
-  return _nhwc_conv(x, kernel, strides, padding), (x, kernel)
+  pieces = _in_pieces(lambda p: _nhwc_conv(p, kernel, strides, padding),
+                      _batch_pieces(x, kernel), x)
+  return jnp.concatenate(pieces), (x, kernel)
 
 
 def _canonical_gradient_conv_bwd(strides, padding, residuals, dy):
+  """Both gradients, per batch piece (`_batch_pieces`): d x concatenated, d kernel summed."""
+  x, kernel = residuals
+  pieces = _in_pieces(functools.partial(_piece_gradients, strides, padding, kernel),
+                      _batch_pieces(x, kernel), x, dy)
+  return (jnp.concatenate([d_x for d_x, _ in pieces]),
+          functools.reduce(jnp.add, [d_kernel for _, d_kernel in pieces]))
+
+
+def _piece_gradients(strides, padding, kernel, x, dy):
   """Both gradients as convolutions in XLA:CPU's canonical form (b01f, 01io -> b01f).
 
   x `[B, H, W, Ci]`, kernel `[k, k, Ci, Co]`, dy `[B, H', W', Co]`; D = s (H' - 1) + 1 is
@@ -66,7 +108,6 @@ def _canonical_gradient_conv_bwd(strides, padding, residuals, dy):
     d x: dy dilated by s, convolved with the flipped kernel `[k, k, Co, Ci]`, padding
       (k - 1 - lo, H - D + lo).
   """
-  x, kernel = residuals
   size, ksize = x.shape[1:3], kernel.shape[:2]
   dilated = [s * (n - 1) + 1 for s, n in zip(strides, dy.shape[1:3])]
   kernel_padding = [(lo, k - 1 + d - n - lo) for (lo, _), k, d, n in
@@ -85,7 +126,8 @@ _canonical_gradient_conv.defvjp(_canonical_gradient_conv_fwd, _canonical_gradien
 
 def _cpu_conv_general_dilated(x, kernel, strides, padding, *, lhs_dilation, rhs_dilation,
                               dimension_numbers, feature_group_count, precision):
-  """What `nn.Conv` calls on CPU: `lax.conv_general_dilated`, gradients in canonical form.
+  """What `nn.Conv` calls on CPU: `lax.conv_general_dilated` in batch pieces (`_batch_pieces`),
+  gradients in canonical form.
 
   XLA:CPU rewrites convolutions into its fast (Eigen/YNNPACK) form only in the entry
   computation. The convolutions of AD's gradients are not in that form, so inside a
