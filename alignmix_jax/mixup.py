@@ -93,12 +93,8 @@ def aligned_feature_mix(lam, features, perm, *, reverse=False, eps=0.1, num_iter
   weights = jax.vmap(functools.partial(alignment.assignment, eps=eps, num_iters=num_iters,
                                        tol=tol))(features, partner)
 
-  if isinstance(reverse, bool):
-    moved = jax.vmap(functools.partial(alignment.transport, reverse=reverse,
-                                       barycentric=barycentric))(
-                                           weights, features if reverse else partner)
-    return (mix(lam, moved, partner) if reverse else mix(lam, features, moved)), weights
-  # Decided on the device: one transport, by the rows of R (13) or of R^T (14).
+  # One transport, by the rows of R (13) or of R^T (14); `reverse` may be decided on the
+  # device.
   moved = jax.vmap(functools.partial(alignment.transport, barycentric=barycentric))(
       jnp.where(reverse, jnp.swapaxes(weights, 1, 2), weights),
       jnp.where(reverse, features, partner))

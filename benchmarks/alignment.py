@@ -25,15 +25,14 @@ import importlib
 import json
 import os
 import statistics
-import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from alignmix_jax import alignment
 from alignmix_jax import mixup
+from benchmarks import fidelity
 
 
 def _ott_sinkhorn(cost, *, lse_mode, num_iters):
@@ -84,13 +83,7 @@ def _authors_row(authors_dir):
     return None
   # PyTorch's OpenMP threads spin after each call by default, slowing what runs next.
   os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
-  import torch  # pylint: disable=import-outside-toplevel
-  code = os.path.join(authors_dir, 'cifar10_100')
-  if not os.path.isfile(os.path.join(code, 'models', 'resnet18_classifier.py')):
-    raise SystemExit(f'{authors_dir} is not a checkout of shashankvkt/AlignMixup_CVPR22.')
-  sys.path.insert(0, code)
-  torch.Tensor.cuda = lambda self, *args, **kwargs: self  # Their code calls .cuda().
-  module = importlib.import_module('models.resnet18_classifier')
+  torch, module = fidelity.import_authors(authors_dir, 'resnet18_classifier')
   original_m = module.SinkhornDistance.M
   calls = []
 

@@ -256,6 +256,12 @@ def _where(section):
   return f'{m["cpu"]}, jax {m["jax"]}'
 
 
+def _table(header, rows):
+  """A Markdown table from a header and rows, each a sequence of cell strings."""
+  lines = [header, ['---'] * len(header), *rows]
+  return '\n'.join('| ' + ' | '.join(cells) + ' |' for cells in lines)
+
+
 def _digits_setup(f):
   d = f['digits']
   return (f'{_pct(d["top1"])} final and {_pct(d["best_top1"])} best test accuracy in '
@@ -264,20 +270,19 @@ def _digits_setup(f):
 
 def _results(f):
   d, fm = f['digits'], f.get('fashion_mnist')
-  rows = ['| run | result | time |', '| --- | --- | --- |',
-          f'| `configs/digits.py` (AlignMix/AE, PreActResNet18 width 16, {d["steps"]} steps, '
-          f'1 device) | {_pct(d["top1"])} final, {_pct(d["best_top1"])} best test top-1 '
-          f'(360 test images) | {_time(d["seconds"])} with start-up and {d["evaluations"]} '
-          'evaluations |',
-          f'| `--mode eval` on that run (attacks, calibration, OOD noise) | see '
-          f'[Evaluation](#evaluation) | {_time(d["eval_seconds"])} |']
+  rows = [[f'`configs/digits.py` (AlignMix/AE, PreActResNet18 width 16, {d["steps"]} steps, '
+           '1 device)',
+           f'{_pct(d["top1"])} final, {_pct(d["best_top1"])} best test top-1 (360 test images)',
+           f'{_time(d["seconds"])} with start-up and {d["evaluations"]} evaluations'],
+          ['`--mode eval` on that run (attacks, calibration, OOD noise)',
+           'see [Evaluation](#evaluation)', _time(d['eval_seconds'])]]
   if fm:
     a, v = fm['alignmix'], fm['vanilla']
-    rows.append(f'| `configs/fashion_mnist.py` for 400 steps (`--config.num_train_steps=400`; '
-                f'the method as `:vanilla`) | AlignMix/AE {_pct(a["top1"])}, vanilla '
-                f'{_pct(v["top1"])} test top-1 (10,000 images) | {_time(a["seconds"])}, '
-                f'{_time(v["seconds"])} |')
-  return '\n'.join(rows) + f'\n\nMachine: {_where(d)}.'
+    rows.append(['`configs/fashion_mnist.py` for 400 steps (`--config.num_train_steps=400`; '
+                 'the method as `:vanilla`)',
+                 f'AlignMix/AE {_pct(a["top1"])}, vanilla {_pct(v["top1"])} test top-1 '
+                 '(10,000 images)', f'{_time(a["seconds"])}, {_time(v["seconds"])}'])
+  return _table(['run', 'result', 'time'], rows) + f'\n\nMachine: {_where(d)}.'
 
 
 def _digits_eval(f):
@@ -302,12 +307,11 @@ def _throughput(f):
   rows = {r['row']: r for r in records if 'step_ms_median' in r}
   summary = next(r for r in records if r['row'] == 'summary')
   first = next(iter(rows.values()))
-  lines = ['| row | compile | step (median) | step (mean) | images/s |',
-           '| --- | --- | --- | --- | --- |']
-  for name, r in rows.items():
-    lines.append(f'| {name} | {r["compile_s"]:.1f} s | {r["step_ms_median"]:.0f} ms | '
-                 f'{r["step_ms_mean"]:.0f} ms | {r["images_per_s"]:.0f} |')
-  return ('\n'.join(lines) + f'\n\n{first["model"]} width {first["width"]}, batch '
+  table = _table(['row', 'compile', 'step (median)', 'step (mean)', 'images/s'],
+                 [[name, f'{r["compile_s"]:.1f} s', f'{r["step_ms_median"]:.0f} ms',
+                   f'{r["step_ms_mean"]:.0f} ms', f'{r["images_per_s"]:.0f}']
+                  for name, r in rows.items()])
+  return (table + f'\n\n{first["model"]} width {first["width"]}, batch '
           f'{first["batch"]}, {first["image_size"]}x{first["image_size"]}, {first["dtype"]}, '
           f'{first["devices"]} device, {first["steps"]} steps per row; {_where(f["throughput"])}. '
           f'Feature step / vanilla step: **{summary["feature_over_vanilla"]:.2f}** (target '
@@ -318,38 +322,35 @@ def _throughput(f):
 
 def _pipelines(f):
   p = f['pipelines']
-  lines = ['| data | back end | fed AlignMix step | pipeline alone | one epoch |',
-           '| --- | --- | --- | --- | --- |']
-  for r in p['records']:
-    lines.append(f'| {r["dataset"]} (batch {r["batch"]}) | {r["row"][len("pipeline_"):]} | '
-                 f'{r["images_per_s"]:,.0f} images/s | '
-                 f'{r["pipeline_only_images_per_s"]:,.0f} images/s | {r["epoch_s"]:.1f} s |')
-  return '\n'.join(lines) + f'\n\n{_where(p)}.'
+  table = _table(['data', 'back end', 'fed AlignMix step', 'pipeline alone', 'one epoch'],
+                 [[f'{r["dataset"]} (batch {r["batch"]})', r['row'][len('pipeline_'):],
+                   f'{r["images_per_s"]:,.0f} images/s',
+                   f'{r["pipeline_only_images_per_s"]:,.0f} images/s', f'{r["epoch_s"]:.1f} s']
+                  for r in p['records']])
+  return table + f'\n\n{_where(p)}.'
 
 
 def _alignment(f):
   a = f['alignment']
-  lines = ['| side | ours | authors\' code | ours vs theirs | OTT-JAX log domain | OTT-JAX '
-           'kernel | ours vs OTT\'s fastest valid |', '| --- | --- | --- | --- | --- | --- | --- |']
+
+  def ott(r, name):
+    if f'{name}_ms' not in r:
+      return '-'
+    return f'{r[f"{name}_ms"]:.1f} ms ({"valid" if r[f"{name}_valid"] else "invalid plan"})'
+
+  rows = []
   for side in ('4', '8'):
     r = a[side]
-
-    def ott(name, r=r):
-      if f'{name}_ms' not in r:
-        return '-'
-      state = 'valid' if r[f'{name}_valid'] else 'invalid plan'
-      return f'{r[f"{name}_ms"]:.1f} ms ({state})'
-
-    lines.append(
-        f'| {side}x{side} | **{r["ours_ms"]:.1f} ms** | '
-        + (f'{r["authors_ms"]:.0f} ms ({r["authors_iterations"]} iterations) | '
-           f'**{r["ours_speed_vs_authors"]:.0f}x** | ' if 'authors_ms' in r else '- | - | ')
-        + f'{ott("ott_log_domain")} | {ott("ott_kernel")} | '
-        + (f'**{r["ours_speed_vs_ott"]:.2f}x** |' if 'ours_speed_vs_ott' in r else '- |'))
+    authors = ([f'{r["authors_ms"]:.0f} ms ({r["authors_iterations"]} iterations)',
+                f'**{r["ours_speed_vs_authors"]:.0f}x**'] if 'authors_ms' in r else ['-', '-'])
+    rows.append([f'{side}x{side}', f'**{r["ours_ms"]:.1f} ms**', *authors,
+                 ott(r, 'ott_log_domain'), ott(r, 'ott_kernel'),
+                 f'**{r["ours_speed_vs_ott"]:.2f}x**' if 'ours_speed_vs_ott' in r else '-'])
   r4 = a['4']
-  return ('\n'.join(lines) + f'\n\nB={r4["batch"]}, C={r4["channels"]}, '
-          f'{r4["sinkhorn_iters"]} iterations, cost + Sinkhorn + transport, the rows taking '
-          f'turns; {_where(a)}.')
+  return (_table(['side', 'ours', "authors' code", 'ours vs theirs', 'OTT-JAX log domain',
+                  'OTT-JAX kernel', "ours vs OTT's fastest valid"], rows)
+          + f'\n\nB={r4["batch"]}, C={r4["channels"]}, {r4["sinkhorn_iters"]} iterations, '
+          f'cost + Sinkhorn + transport, the rows taking turns; {_where(a)}.')
 
 
 def _eval(f):
@@ -364,7 +365,7 @@ def _fidelity(f):
   models = ('preactresnet18', 'wrn16_8')
 
   def row(label, get):
-    return f'| {label} | ' + ' | '.join(get(fid[m]) for m in models) + ' |'
+    return [label, *(get(fid[m]) for m in models)]
 
   def three(name):
     return lambda m: ' / '.join(f'{m["alignment"][f"mixed_{name}_{k}_rel"]:.1e}' for k in
@@ -372,9 +373,7 @@ def _fidelity(f):
                                  'theirs_vs_theirs_float64'))
 
   net = lambda key: lambda m: f'{m["network"][key]:.1e}'
-  lines = ['| compared (max difference relative to) | PreActResNet18 | WRN16-8 |',
-           '| --- | --- | --- |',
-           row('A, eval mode (max \\|A\\|)', net('eval_A_rel')),
+  rows = [row('A, eval mode (max \\|A\\|)', net('eval_A_rel')),
            row('logits, eval mode (max \\|logits\\|)', net('eval_logits_rel')),
            row('A, train mode (batch statistics)', net('train_A_rel')),
            row('logits, train mode', net('train_logits_rel')),
@@ -389,7 +388,8 @@ def _fidelity(f):
                lambda m: str(m['alignment']['authors_iterations_13'])),
            row('largest row sum of R, minus 1',
                lambda m: f'{m["alignment"]["row_error"]:.1f}')]
-  return '\n'.join(lines) + f'\n\n{_where(fid)}, torch {fid["torch"]}.'
+  return (_table(['compared (max difference relative to)', 'PreActResNet18', 'WRN16-8'], rows)
+          + f'\n\n{_where(fid)}, torch {fid["torch"]}.')
 
 
 def _convergence(f):
@@ -416,13 +416,12 @@ def _slow_time(f):
 
 def _torch(f):
   t = f['torch']
-  lines = ['| threads | batch | step | PyTorch | ours | our speed / PyTorch\'s |',
-           '| --- | --- | --- | --- | --- | --- |']
-  for r in t['records']:
-    lines.append(f'| {r["threads"]} | {r["batch"]} | {r["step"]} | {r["torch_ms"]:.0f} ms | '
-                 f'{r["ours_ms"]:.0f} ms | **{r["ours_speed_vs_torch"]:.2f}** |')
+  table = _table(['threads', 'batch', 'step', 'PyTorch', 'ours', "our speed / PyTorch's"],
+                 [[str(r['threads']), str(r['batch']), r['step'], f'{r["torch_ms"]:.0f} ms',
+                   f'{r["ours_ms"]:.0f} ms', f'**{r["ours_speed_vs_torch"]:.2f}**']
+                  for r in t['records']])
   width = t['records'][0]['width']
-  return ('\n'.join(lines) + f'\n\nPreActResNet18 width {width}, CIFAR-100 head, 32x32, SGD; '
+  return (table + f'\n\nPreActResNet18 width {width}, CIFAR-100 head, 32x32, SGD; '
           f'{_where(t)}, torch {t["torch"]}.')
 
 
