@@ -92,8 +92,7 @@ def sinkhorn(cost, *, eps=0.1, num_iters=100, tol=None):
   or column by a factor between `a` and `1 / a`): the current potentials are a safe shift
   for the row log-sum-exp (no max pass, no overflow, no underflow of a sum), and the column
   sums after the row update are those of the same exponentials rescaled by `e^{u_new - u}`
-  (a matrix-vector product); the loop carries P, so the stopping test of `tol` reads it
-  too. The same iterates in exact arithmetic; in float32, R = r P
+  (a matrix-vector product). The same iterates in exact arithmetic; in float32, R = r P
   stays within a few 1e-5 of the authors' loop run in float64 (as the two-log-sum-exp form
   did), converged or not. The loop is a rolled `lax.fori_loop`: small to compile, and on
   XLA:CPU faster than unrolled (`benchmarks/alignment.py`).
@@ -123,32 +122,37 @@ def sinkhorn(cost, *, eps=0.1, num_iters=100, tol=None):
   log_a = -jnp.log(jnp.float32(rows))
   log_b = -jnp.log(jnp.float32(cols))
 
-  def plan_of(u, v):
+  def plan_of(potentials):
+    u, v = potentials
     return jnp.exp(log_kernel + u[:, None] + v[None, :])
 
-  def update(carry):
-    """(u, v, P of u and v) -> the same after one iteration; P's columns sum to b."""
-    u, v, plan = carry
+  def first_update(v):
+    u = log_a - jax.nn.logsumexp(log_kernel + v[None, :], axis=1)
+    return u, log_b - jax.nn.logsumexp(log_kernel + u[:, None], axis=0)
+
+  def update(potentials):
+    u, v = potentials
+    plan = plan_of(potentials)  # Columns sum to b.
     new_u = u + log_a - jnp.log(jnp.sum(plan, axis=1))
     column_sums = jnp.exp(new_u - u) @ plan  # Those of exp(log K + new_u + v).
-    new_v = v + log_b - jnp.log(column_sums)
-    return new_u, new_v, plan_of(new_u, new_v)
+    return new_u, v + log_b - jnp.log(column_sums)
 
-  # The first iteration, from the authors' g = 0 (v = -min_k m_kj / eps here; the row shift
-  # is absorbed by the row update), as two log-sum-exps.
-  u = log_a - jax.nn.logsumexp(log_kernel - col_min[None, :] / eps, axis=1)
-  v = log_b - jax.nn.logsumexp(log_kernel + u[:, None], axis=0)
-  carry = (u, v, plan_of(u, v))
+  # The authors' g = 0 is v = -min_k m_kj / eps here (the row shift is absorbed by the first
+  # row update).
+  potentials = first_update(-col_min / eps)
   if tol is None:
-    carry = lax.fori_loop(1, num_iters, lambda _, c: update(c), carry)
+    potentials = lax.fori_loop(1, num_iters, lambda _, p: update(p), potentials)
   else:
-    def not_done(step_carry):
-      step, (_, _, plan) = step_carry
-      row_error = jnp.max(jnp.abs(jnp.sum(plan, axis=1) - jnp.exp(log_a)))
-      return (step < num_iters) & (row_error > tol)
+    def row_error_of(potentials):
+      return jnp.max(jnp.abs(jnp.sum(plan_of(potentials), axis=1) - jnp.exp(log_a)))
 
-    _, carry = lax.while_loop(not_done, lambda sc: (sc[0] + 1, update(sc[1])), (1, carry))
-  return carry[2]
+    def not_done(carry):
+      step, potentials = carry
+      return (step < num_iters) & (row_error_of(potentials) > tol)
+
+    _, potentials = lax.while_loop(
+        not_done, lambda carry: (carry[0] + 1, update(carry[1])), (1, potentials))
+  return plan_of(potentials)
 
 
 def assignment(features, partner, *, eps=0.1, num_iters=100, tol=None):

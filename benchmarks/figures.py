@@ -33,7 +33,9 @@ Sections:
   torch           benchmarks.torch_reference (needs torch): our step against PyTorch's;
   compare         benchmarks.compare_methods on Fashion-MNIST, CPU budget (about 70 minutes;
                   resumes its runs in `--compare_dir`);
-  tests           the README's two test commands, timed.
+  tests           the README's two test commands, timed;
+  gpu             the figures `benchmarks.gpu_check --out FILE` wrote on an accelerator
+                  (`--gpu_jsonl FILE`).
 """
 
 import argparse
@@ -215,10 +217,26 @@ def run_tests(args, log):
   return out
 
 
+def run_gpu(args, log):
+  """What `benchmarks.gpu_check --out FILE` wrote on an accelerator (`--gpu_jsonl FILE`):
+  read here, not measured; the machine is that of its `environment` line."""
+  if not args.gpu_jsonl:
+    raise SystemExit('figures: the gpu section needs --gpu_jsonl FILE, written on the '
+                     'accelerator by `python -m benchmarks.gpu_check --fashion_dir DIR --out '
+                     'FILE`.')
+  with open(args.gpu_jsonl, encoding='utf-8') as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  environment = next(r for r in records if r['check'] == 'environment')
+  log.append('python -m benchmarks.gpu_check --fashion_dir DIR --out FILE')
+  return {'records': records,
+          'machine': {'cpu': f'{environment["devices"]}x {environment["device_kind"]}',
+                      'jax': environment['jax']}}
+
+
 SECTIONS = {'digits': run_digits, 'fashion_mnist': run_fashion_mnist, 'summary': run_summary,
             'throughput': run_throughput, 'pipelines': run_pipelines,
             'alignment': run_alignment, 'eval': run_eval, 'fidelity': run_fidelity,
-            'torch': run_torch, 'compare': run_compare, 'tests': run_tests}
+            'torch': run_torch, 'compare': run_compare, 'tests': run_tests, 'gpu': run_gpu}
 
 
 # The sections a plain `python -m benchmarks.figures` runs (the others need torch, the
@@ -425,6 +443,33 @@ def _torch(f):
           f'{_where(t)}, torch {t["torch"]}.')
 
 
+def _gpu(f):
+  g = f['gpu']
+  records = g['records']
+  steps = [r for r in records if r['check'] == 'train_step' and r['row'] != 'summary']
+  summaries = {r['dtype']: r for r in records if r.get('row') == 'summary'}
+  first = steps[0]
+  table = _table(['dtype', 'row', 'compile', 'step (median)', 'step (mean)', 'images/s',
+                  'step memory'],
+                 [[r['dtype'], r['row'], f'{r["compile_s"]:.1f} s',
+                   f'{r["step_ms_median"]:.2f} ms', f'{r["step_ms_mean"]:.2f} ms',
+                   f'{r["images_per_s"]:,.0f}', f'{r["step_memory_bytes"] / 2**30:.2f} GiB']
+                  for r in steps])
+  ratios = '; '.join(f'{dtype}: feature / vanilla {s["feature_over_vanilla"]:.2f}, five-mode '
+                     f'(mean) / vanilla {s["five_mode_over_vanilla"]:.2f}'
+                     for dtype, s in summaries.items())
+  side = {r['side']: r for r in records if r['check'] == 'alignment'}
+  fashion = next(r for r in records if r['check'] == 'fashion_mnist')
+  return (table + f'\n\n{first["model"]} width {first["width"]}, batch {first["batch"]}, '
+          f'{first["image_size"]}x{first["image_size"]}, {first["steps"]} steps per row; '
+          f'{_where(g)}. Step ratios, {ratios}. The alignment alone (B=128, C=512, 100 '
+          f'iterations): {side[4]["ours_ms"]:.2f} ms at 4x4, {side[8]["ours_ms"]:.2f} ms at '
+          f'8x8. `configs/fashion_mnist.py` (width {fashion["width"]}, batch '
+          f'{fashion["batch"]}, device-resident data) for {fashion["epochs"]} epochs: '
+          f'{_pct(fashion["test_top1"])} test top-1, {fashion["epoch_s_training"]:.1f} s per '
+          f'epoch of training steps, {_time(fashion["wall_s"])} in all with start-up.')
+
+
 def _compare(f):
   c = f['compare']
   o = c['overrides']
@@ -474,6 +519,7 @@ BLOCKS = {
     'throughput': (('throughput',), _throughput, False),
     'pipelines': (('pipelines',), _pipelines, False),
     'alignment': (('alignment',), _alignment, False),
+    'gpu': (('gpu',), _gpu, False),
     'eval': (('eval',), _eval, False),
     'fidelity': (('fidelity',), _fidelity, False),
     'convergence': (('fidelity',), _convergence, False),
@@ -536,6 +582,8 @@ def main(argv=None):
   parser.add_argument('--check', action='store_true', help='compare, write nothing')
   parser.add_argument('--render', action='store_true', help='rewrite README.md from '
                       'docs/figures.json without running anything')
+  parser.add_argument('--gpu_jsonl', default='',
+                      help='for the gpu section: the --out file of benchmarks.gpu_check')
   parser.add_argument('--authors_dir', default='',
                       help='for the fidelity section (needed) and the alignment (optional)')
   args = parser.parse_args(argv)
@@ -551,9 +599,8 @@ def main(argv=None):
     fresh = dict(figures)
     for name in sections:
       log = []
-      values = SECTIONS[name](args, log)
-      values.update(machine=machine(), commands=log,
-                    date=datetime.date.today().isoformat())
+      values = {'machine': machine(), 'commands': log,
+                'date': datetime.date.today().isoformat(), **SECTIONS[name](args, log)}
       if name == 'fidelity':
         values['torch'] = importlib.metadata.version('torch')
       fresh[name] = values
