@@ -144,7 +144,8 @@ def run_summary(args, log):
 
 def run_throughput(args, log):
   del args
-  text, _ = _run(['python', '-m', 'benchmarks.train_throughput', '--steps', '20'], log)
+  text, _ = _run(['python', '-m', 'benchmarks.train_throughput', '--steps', '20',
+                  '--compile_repeats', '3'], log)
   return {'records': _json_lines(text)}
 
 
@@ -331,7 +332,8 @@ def _throughput(f):
                   for name, r in rows.items()])
   return (table + f'\n\n{first["model"]} width {first["width"]}, batch '
           f'{first["batch"]}, {first["image_size"]}x{first["image_size"]}, {first["dtype"]}, '
-          f'{first["devices"]} device, {first["steps"]} steps per row; {_where(f["throughput"])}. '
+          f'{first["devices"]} device, {first["steps"]} steps per row, compile times the median '
+          f'of {first.get("compile_repeats", 1)}; {_where(f["throughput"])}. '
           f'Feature step / vanilla step: **{summary["feature_over_vanilla"]:.2f}** (target '
           f'<= 1.10); five-mode step (mean over its draws) / vanilla: '
           f'**{summary["five_mode_over_vanilla"]:.2f}** (target <= 1.25); five-mode compile / '

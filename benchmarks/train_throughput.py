@@ -1,7 +1,8 @@
 """Train-step throughput of every mode and method, on synthetic data already on the device.
 
   python -m benchmarks.train_throughput [--config configs/digits.py] [--devices N]
-      [--steps 20] [--rows vanilla,clean,input,...] [--pipeline_steps 0] [--peak_tflops 0]
+      [--steps 20] [--rows vanilla,clean,input,...] [--compile_repeats 1]
+      [--pipeline_steps 0] [--peak_tflops 0]
       [--config.model.width=64 --config.batch_size=128 --config.model.dtype=bfloat16 ...]
 
 One JSON line per row, then a `summary` line with ratios measured in this run (same model
@@ -21,8 +22,9 @@ Method rows (`alignmix_official`, `input_mixup`, `manifold_mixup`, `cutmix`, and
 `vanilla_baseline`, the vanilla method) use each method's own config (`BASELINES`: no
 decoder), as a user would run them.
 
-Every row is compiled, then the rows take turns, one step each, `--steps` times (drift in
-the machine's speed affects all rows alike). Each row: compile time (lower + compile), the
+Every row is compiled (`--compile_repeats` times, the rows taking turns: the compile time
+is the median), then the rows take turns, one step each, `--steps` times (drift in the
+machine's speed affects all rows alike). Each row: compile time (lower + compile), the
 median and mean step time over its `--steps` steps after one warm-up step, the median per
 drawn mode, images/s (from the mean), the compiled step's memory (XLA's memory analysis),
 the device's peak memory so far (where the backend reports it) and the FLOPs XLA counts
@@ -70,6 +72,8 @@ flags.DEFINE_list('pipelines', [], 'Back ends of the pipeline rows: device, tfda
                   'the one the config selects).')
 flags.DEFINE_string('profile_dir', '', 'Write a jax.profiler trace of the timed steps '
                     'there (open with TensorBoard or xprof).')
+flags.DEFINE_integer('compile_repeats', 1, 'Compile every row this many times (the rows '
+                     'taking turns) and report the median compile time.')
 flags.DEFINE_float('peak_tflops', 0.0, 'Peak TFLOP/s of one device at this dtype (for MFU).')
 FLAGS = flags.FLAGS
 
@@ -108,18 +112,28 @@ def build(config, mesh):
   """`(compiled step, initial state, synthetic batch, compile seconds)` for `config`."""
   model = models.create_model(config)
   steps_per_epoch = max(1, config.dataset.train_size // config.batch_size)
-  tx, schedules = optim.create_optimizer(config.optimizer, steps_per_epoch)
+  tx, _ = optim.create_optimizer(config.optimizer, steps_per_epoch)
   image_shape = (config.dataset.image_size,) * 2 + (3,)
   init = jax.jit(functools.partial(train_step_lib.create_train_state, model=model, tx=tx,
                                    image_shape=image_shape),
                  out_shardings=parallel.replicated(mesh))
   state = init(jax.random.PRNGKey(config.seed))
+  batch = synthetic_batch(config, mesh)
+  compiled, seconds = compile_step(config, mesh, state, batch)
+  return compiled, state, batch, seconds
+
+
+def compile_step(config, mesh, state, batch):
+  """`(compiled step, seconds)`: the step of `config` built, traced, lowered and compiled
+  from scratch (a new function each call, so nothing of an earlier compile is reused)."""
+  model = models.create_model(config)
+  steps_per_epoch = max(1, config.dataset.train_size // config.batch_size)
+  _, schedules = optim.create_optimizer(config.optimizer, steps_per_epoch)
   step = parallel.shard_map_step(train_step_lib.make_train_step(config, model, schedules),
                                  mesh)
-  batch = synthetic_batch(config, mesh)
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()
-  return compiled, state, batch, time.perf_counter() - start
+  return compiled, time.perf_counter() - start
 
 
 class Timer:
@@ -162,24 +176,32 @@ def step_flops(compiled):
   return float(cost['flops']) if cost and 'flops' in cost else None
 
 
-def measure(config, rows, mesh, num_steps, peak_tflops, profile_dir=''):
-  """One JSON-able record per row. Every row is compiled first; then the rows take turns,
-  one step each, `num_steps` times, so that a drift in the machine's speed (other
-  processes, clocks) affects every row alike and the ratios stay comparable."""
-  built = []
+def measure(config, rows, mesh, num_steps, peak_tflops, profile_dir='', compile_repeats=1):
+  """One JSON-able record per row. Every row is compiled first (`compile_repeats` times,
+  the rows taking turns; its compile time is the median); then the rows take turns, one
+  step each, `num_steps` times, so that a drift in the machine's speed (other processes,
+  clocks) affects every row alike and the ratios stay comparable."""
+  built, compile_times = [], {}
   for row in rows:
     row_cfg = row_config(config, row)
     compiled, state, batch, compile_s = build(row_cfg, mesh)
-    built.append((row, row_cfg, compiled, compile_s,
-                  Timer(compiled, state, iter(lambda b=batch: b, None))))
+    compile_times[row] = [compile_s]
+    built.append((row, row_cfg, compiled, state, batch))
+  for _ in range(compile_repeats - 1):
+    for row, row_cfg, _, state, batch in built:
+      compile_times[row].append(compile_step(row_cfg, mesh, state, batch)[1])
+  built = [(row, row_cfg, compiled, statistics.median(compile_times[row]),
+            Timer(compiled, state, iter(lambda b=batch: b, None)))
+           for row, row_cfg, compiled, state, batch in built]
   with (jax.profiler.trace(profile_dir) if profile_dir else contextlib.nullcontext()):
     for _ in range(num_steps):
       for *_, timer in built:
         timer.step()
-  return [_record(*entry, mesh=mesh, peak_tflops=peak_tflops) for entry in built]
+  return [_record(*entry, mesh=mesh, peak_tflops=peak_tflops, repeats=compile_repeats)
+          for entry in built]
 
 
-def _record(row, config, compiled, compile_s, timer, *, mesh, peak_tflops):
+def _record(row, config, compiled, compile_s, timer, *, mesh, peak_tflops, repeats):
   times, drawn = timer.times, timer.drawn
   mean_s, median_s = statistics.fmean(times), statistics.median(times)
   names = [name for name, _ in modes.method_table(config)]
@@ -189,7 +211,7 @@ def _record(row, config, compiled, compile_s, timer, *, mesh, peak_tflops):
       'modes': names, 'autoencoder': config.model.autoencoder, 'model': config.model.name,
       'width': config.model.width, 'image_size': config.dataset.image_size,
       'batch': config.batch_size, 'devices': mesh.size, 'dtype': config.model.dtype,
-      'steps': len(times), 'compile_s': round(compile_s, 2),
+      'steps': len(times), 'compile_s': round(compile_s, 2), 'compile_repeats': repeats,
       'step_ms_median': round(1e3 * median_s, 2), 'step_ms_mean': round(1e3 * mean_s, 2),
       'step_ms_by_mode': {
           names[i]: round(1e3 * statistics.median(t for t, d in zip(times, drawn) if d == i), 2)
@@ -275,7 +297,7 @@ def main(argv):
   for row in FLAGS.rows:
     row_config(config, row)  # Unknown rows fail before anything is compiled.
   records = measure(config, FLAGS.rows, mesh, FLAGS.steps, FLAGS.peak_tflops,
-                    FLAGS.profile_dir)
+                    FLAGS.profile_dir, FLAGS.compile_repeats)
   for record in records:
     print(json.dumps(record), flush=True)
   if FLAGS.pipeline_steps:

@@ -213,19 +213,44 @@ def test_both_directions_equal_the_authors_one_plan_at_100_iterations(scale):
                              rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize('shape', [(8, 8), (4, 6)])
-def test_plan_at_100_iterations_equals_the_authors_float64_loop(shape):
-  """Unconverged (rows of R far from 1), 8x8 and rectangular: the one-exponential iteration
-  keeps R within 3e-5 of the authors' two-log-sum-exp loop run in float64."""
+def _unconverged_cost(shape, scale):
+  """A cost of ReLU-like features whose plan after 100 iterations has rows of R far from 1,
+  and R from the authors' loop run in float64 on it."""
   h, w = shape
-  features = _relu_features(22, 0.3, batch=2, h=h, w=w)
+  features = _relu_features(22, scale, batch=2, h=h, w=w)
   a, a_prime = (f.reshape(h * w, -1) for f in features)
   cost = alignment.cost_matrix(a, a_prime)
-  r = h * w
-  reference = r * authors_numpy.sinkhorn_plan(np.asarray(cost, np.float64))
+  reference = h * w * authors_numpy.sinkhorn_plan(np.asarray(cost, np.float64))
   assert np.abs(reference.sum(1) - 1).max() > 1.0
-  ours = r * np.asarray(alignment.sinkhorn(cost), np.float64)
+  return cost, reference
+
+
+@pytest.mark.parametrize('shape,scale', [((8, 8), 0.3), ((4, 6), 0.3), ((4, 4), 1.0),
+                                         ((8, 8), 3.0)])
+def test_plan_at_100_iterations_equals_the_authors_float64_loop(shape, scale):
+  """Unconverged (rows of R far from 1), 4x4, 8x8 and rectangular: the log-stabilised
+  scaling iterations keep R within 3e-5 of the authors' log-sum-exp loop run in float64."""
+  cost, reference = _unconverged_cost(shape, scale)
+  ours = cost.shape[0] * np.asarray(alignment.sinkhorn(cost), np.float64)
   np.testing.assert_allclose(ours, reference, rtol=0, atol=3e-5)
+
+
+def test_scalings_must_be_absorbed_into_the_potentials(monkeypatch):
+  """Scaling iterations on one kernel, never absorbed: entries that underflowed at the start
+  are lost, and the plan leaves the authors' (the block length is what keeps it there)."""
+  cost, reference = _unconverged_cost((4, 4), 1.0)
+  monkeypatch.setattr(alignment, 'scaling_block_length', lambda rows, cols: 100)
+  ours = 16 * np.asarray(alignment.sinkhorn(cost), np.float64)
+  assert not np.abs(ours - reference).max() < 1e-2
+
+
+@pytest.mark.parametrize('rows,cols,length', [(16, 16, 10), (64, 64, 6), (49, 49, 7),
+                                              (4, 4, 22), (24, 16, 8), (1, 1, 1)])
+def test_scaling_block_length_keeps_underflow_below_round_off(rows, cols, length):
+  assert alignment.scaling_block_length(rows, cols) == length
+  rho = max(rows, cols)
+  if rho > 1:  # The longest block with rho^(2k+3) <= 2^96.
+    assert rho ** (2 * length + 3) <= 2 ** 96 < rho ** (2 * length + 5)
 
 
 def test_reverse_uses_the_same_plan_not_a_second_sinkhorn():

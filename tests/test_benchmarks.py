@@ -26,7 +26,7 @@ def test_train_throughput_prints_every_row_and_the_ratios(tmp_path):
   records = _records('benchmarks.train_throughput', '--config', 'tests/tiny_config.py',
                      '--steps', '2', '--rows', ','.join(rows), '--pipeline_steps', '2',
                      '--pipelines', 'device,tfdata', '--profile_dir', str(tmp_path),
-                     '--config.mixup.sinkhorn_iters=5')
+                     '--compile_repeats', '2', '--config.mixup.sinkhorn_iters=5')
   by_row = {r['row']: r for r in records}
   assert list(by_row) == rows + ['pipeline_device', 'pipeline_tfdata', 'summary']
   for row in rows:
@@ -35,6 +35,7 @@ def test_train_throughput_prints_every_row_and_the_ratios(tmp_path):
     assert record['batch'] == 16 and record['width'] == 4
     assert record['devices'] == jax.device_count() == 2
     assert record['images_per_s'] > 0 and record['compile_s'] > 0
+    assert record['compile_repeats'] == 2
     assert record['step_ms_median'] > 0 and record['step_memory_bytes'] > 0
   assert by_row['vanilla']['modes'] == ['clean'] and by_row['clean']['modes'] == ['clean']
   assert len(by_row['alignmix']['modes']) == 5
@@ -46,6 +47,8 @@ def test_train_throughput_prints_every_row_and_the_ratios(tmp_path):
   assert list(tmp_path.glob('**/*.xplane.pb'))  # The profiler trace of the timed steps.
   summary = by_row['summary']
   assert summary['five_mode_over_vanilla'] > 0
+  assert summary['five_mode_compile_over_vanilla'] == round(
+      by_row['alignmix']['compile_s'] / by_row['vanilla']['compile_s'], 3)
 
 
 def test_train_throughput_rejects_an_unknown_row():
