@@ -108,16 +108,26 @@ def synthetic_batch(config, mesh, seed=0):
   return jax.device_put(batch, parallel.sharded(mesh))
 
 
-def build(config, mesh):
-  """`(compiled step, initial state, synthetic batch, compile seconds)` for `config`."""
+def _model_and_optimizer(config):
+  """`(model, tx, schedules)` of `config`, as `train.py` makes them."""
   model = models.create_model(config)
   steps_per_epoch = max(1, config.dataset.train_size // config.batch_size)
-  tx, _ = optim.create_optimizer(config.optimizer, steps_per_epoch)
+  return (model, *optim.create_optimizer(config.optimizer, steps_per_epoch))
+
+
+def _initial_state(config, model, tx, mesh):
+  """The replicated `TrainState` of `config.seed`, as `train.py` initialises it."""
   image_shape = (config.dataset.image_size,) * 2 + (3,)
   init = jax.jit(functools.partial(train_step_lib.create_train_state, model=model, tx=tx,
                                    image_shape=image_shape),
                  out_shardings=parallel.replicated(mesh))
-  state = init(jax.random.PRNGKey(config.seed))
+  return init(jax.random.PRNGKey(config.seed))
+
+
+def build(config, mesh):
+  """`(compiled step, initial state, synthetic batch, compile seconds)` for `config`."""
+  model, tx, _ = _model_and_optimizer(config)
+  state = _initial_state(config, model, tx, mesh)
   batch = synthetic_batch(config, mesh)
   compiled, seconds = compile_step(config, mesh, state, batch)
   return compiled, state, batch, seconds
@@ -126,9 +136,7 @@ def build(config, mesh):
 def compile_step(config, mesh, state, batch):
   """`(compiled step, seconds)`: the step of `config` built, traced, lowered and compiled
   from scratch (a new function each call, so nothing of an earlier compile is reused)."""
-  model = models.create_model(config)
-  steps_per_epoch = max(1, config.dataset.train_size // config.batch_size)
-  _, schedules = optim.create_optimizer(config.optimizer, steps_per_epoch)
+  model, _, schedules = _model_and_optimizer(config)
   step = parallel.shard_map_step(train_step_lib.make_train_step(config, model, schedules),
                                  mesh)
   start = time.perf_counter()
@@ -235,10 +243,7 @@ def measure_pipeline(config, mesh, num_steps, pipeline):
   model = models.create_model(config)
   tx, schedules = optim.create_optimizer(
       config.optimizer, data.steps_per_epoch(config.dataset, config.batch_size))
-  image_shape = (config.dataset.image_size,) * 2 + (3,)
-  state = jax.jit(functools.partial(train_step_lib.create_train_state, model=model, tx=tx,
-                                    image_shape=image_shape),
-                  out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(config.seed))
+  state = _initial_state(config, model, tx, mesh)
   feed = data.train_feed(config.dataset, mesh, global_batch_size=config.batch_size,
                          seed=config.seed)
   # The pipeline alone: the batches as the step would see them, made and on the devices.
