@@ -19,10 +19,8 @@ from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
-from alignmix_jax import models
-from alignmix_jax import optim
 from alignmix_jax import parallel
-from alignmix_jax import train_step as train_step_lib
+from alignmix_jax import state as state_lib
 
 
 def checkpoint_dir(workdir):
@@ -169,25 +167,14 @@ class Checkpoints:
     self.manager.close()
 
 
-def abstract_train_state(config, sharding):
-  """The shapes, dtypes and (given) sharding of `config`'s train state, computing nothing."""
-  model = models.create_model(config)
-  tx, _ = optim.create_optimizer(config.optimizer, steps_per_epoch=1)
-  shape = (config.dataset.image_size, config.dataset.image_size, 3)
-  shapes = jax.eval_shape(
-      lambda rng: train_step_lib.create_train_state(rng, model, tx, shape),
-      jax.random.PRNGKey(0))
-  return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
-
-
-def restore_variables(workdir, config, step=None):
+def restore_variables(workdir, config, mesh=None, step=None):
   """`({'params', 'batch_stats'}, step)` of the latest (or given) checkpoint in `workdir`,
-  replicated over all devices.
+  replicated over `mesh` (default: every device).
 
   Raises FileNotFoundError (no checkpoint) or ValueError (it does not fit the config).
   """
-  target = abstract_train_state(config, parallel.replicated(parallel.data_mesh()))
+  mesh = parallel.data_mesh() if mesh is None else mesh
+  target = state_lib.abstract_train_state(config, mesh)
   checkpoints = Checkpoints(workdir, read_only=True)
   try:
     state, _ = checkpoints.restore(target, step)

@@ -1,26 +1,54 @@
-"""Command-line helpers of `main.py`: a clear message for a `--config` that cannot be loaded.
+"""The command line: `python -m alignmix_jax` (from anywhere) or `python -m main` (from the
+repository root).
 
-ml_collections reports a missing config file, a file without `get_config`, an unknown
-`--config.<field>` or a value of the wrong type with a raw traceback or a misleading
-"Unknown command line flag". `config_error(argv, error)` loads the config the way `--config`
-does, finds what went wrong and says how to fix it.
+  python -m alignmix_jax --config digits --workdir workdirs/digits            # train
+  python -m alignmix_jax --config digits --workdir workdirs/digits --mode eval
+  python -m alignmix_jax --config cifar100_preactresnet18 --mode summary
+  python -m alignmix_jax --config digits:cutmix --workdir workdirs/digits_cutmix
+  python -m main --config configs/digits.py --workdir workdirs/digits       # a config path
+
+`--config` takes a setting's name or a config file's path, with the method as its argument
+(`digits:cutmix`, `alignmix_jax.configs`), which also sets the method's network and
+hyperparameters; `--config.mixup.method=cutmix` means the same. `--config.<field>=<value>`
+overrides any field. Several processes (TPU VM slices, Slurm): pass `--multiprocess` on
+every worker, which calls `jax.distributed.initialize()` (cluster auto-detection), or give
+the coordinator explicitly with `--coordinator_address`, `--num_processes` and
+`--process_id`.
+
+Whatever cannot be used (a config that does not load, an unknown field, a value of the
+wrong type, a setting that cannot run) ends in one line on stderr saying what to fix: exit
+status 2 for the command line, 1 for the run.
 """
 
 import ast
-import importlib.util
-import os
+import sys
 
-_FIELDS_HELP = 'configs/default.py lists every field'
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
 
+from alignmix_jax import configs
+from alignmix_jax import console
+from alignmix_jax import workdir
 
-def _config_argument(argv):
-  """The value of `--config` in `argv` (`file.py` or `file.py:arg`), or None."""
-  for index, arg in enumerate(argv):
-    if arg == '--config' and index + 1 < len(argv):
-      return argv[index + 1]
-    if arg.startswith('--config='):
-      return arg.split('=', 1)[1]
-  return None
+MODES = ('train', 'eval', 'summary')
+_FIELDS_HELP = 'alignmix_jax/configs/default.py lists every field'
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'A setting (`digits`, `digits:cutmix`) or a '
+                                'config file (`file.py[:method]`).', lock_config=True)
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and evaluation.')
+flags.DEFINE_enum('mode', 'train', MODES, 'What to run.')
+flags.DEFINE_integer('checkpoint_step', None, '--mode eval: the step to evaluate '
+                     '(default: the latest checkpoint).')
+flags.DEFINE_bool('multiprocess', False, 'Call jax.distributed.initialize() with cluster '
+                  'auto-detection (TPU VM slices, Slurm).')
+flags.DEFINE_string('coordinator_address', None, 'host:port of process 0, for a manual '
+                    'multi-process launch.')
+flags.DEFINE_integer('num_processes', None, 'Number of processes of a manual launch.')
+flags.DEFINE_integer('process_id', None, 'This process in a manual launch (0-based).')
 
 
 def _overrides(argv):
@@ -33,27 +61,6 @@ def _overrides(argv):
         value = argv[index + 1]
       out.append((field, value))
   return out
-
-
-def _load(argument):
-  """`(config, None)`, or `(None, message)` saying why `--config argument` cannot load."""
-  path, _, method = argument.partition(':')
-  if not os.path.isfile(path):
-    return None, (f'--config {argument}: no such file {path!r} (the configs are in '
-                  'configs/, e.g. configs/digits.py).')
-  try:
-    spec = importlib.util.spec_from_file_location('config_under_test', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-  except Exception as error:  # pylint: disable=broad-except
-    return None, f'--config {argument}: {path} does not import: {type(error).__name__}: {error}'
-  if not callable(getattr(module, 'get_config', None)):
-    return None, (f'--config {argument}: {path} defines no get_config(); a config file '
-                  'returns its ConfigDict from get_config() (see configs/).')
-  try:
-    return (module.get_config(method) if method else module.get_config()), None
-  except Exception as error:  # pylint: disable=broad-except
-    return None, f'--config {argument}: get_config({method or ""}) failed: {error}'
 
 
 def _parses_as(current, text):
@@ -74,12 +81,13 @@ def _parses_as(current, text):
 
 def config_error(argv, error):
   """A one-paragraph explanation of why parsing `argv` raised `error`, with the fix."""
-  argument = _config_argument(argv)
+  _, argument = configs.config_argument(argv)
   if argument is None:
     return str(error)
-  config, message = _load(argument)
-  if message:
-    return message
+  try:
+    config = configs.load(argument)
+  except (FileNotFoundError, ValueError) as load_error:
+    return str(load_error)
   for field, value in _overrides(argv):
     node, parts = config, field.split('.')
     for depth, part in enumerate(parts):
@@ -93,3 +101,85 @@ def config_error(argv, error):
       return (f'--config.{field}={value}: this field holds a {type(node).__name__} (now '
               f'{node!r}); give a value of that type.')
   return f'--config {argument}: {str(error).strip().splitlines()[-1]}'
+
+
+def _usage_problem():
+  """What is wrong with the (parsed) command line, or None."""
+  if FLAGS.config is None:
+    return '--config is required, e.g. --config digits.'
+  if FLAGS.checkpoint_step is not None and FLAGS.mode != 'eval':
+    return (f'--checkpoint_step is for --mode eval; --mode {FLAGS.mode} resumes from the '
+            'latest checkpoint.')
+  return None
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with a clear one-line error (exit status 2) for a command line or
+  a config that cannot be used."""
+  try:
+    argv = configs.command_line(argv)
+  except (FileNotFoundError, ValueError) as error:
+    problem = str(error)
+  else:
+    try:
+      args = FLAGS(argv)
+      problem = _usage_problem()
+      if problem is None:
+        FLAGS.config.keys()  # Loads the config file and applies the overrides now.
+    except Exception as error:  # pylint: disable=broad-except
+      # ml_collections raises OSError, AttributeError, flag errors... with tracebacks.
+      problem = config_error(argv, error)
+  if problem is None:
+    return args
+  print(f'error: {problem}', file=sys.stderr)
+  sys.exit(2)
+
+
+def initialize_distributed():
+  if FLAGS.coordinator_address:
+    if FLAGS.num_processes is None or FLAGS.process_id is None:
+      raise app.UsageError('--coordinator_address needs --num_processes and --process_id.')
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes,
+                               process_id=FLAGS.process_id)
+  elif FLAGS.multiprocess:
+    jax.distributed.initialize()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  console.configure(FLAGS.verbosity)
+  config = FLAGS.config
+  if FLAGS.mode == 'summary':
+    from alignmix_jax.models import summary  # pylint: disable=g-import-not-at-top
+    print(summary.summarize(config))
+    return
+  if not FLAGS.workdir:
+    raise app.UsageError(f'--mode {FLAGS.mode} needs --workdir.')
+  initialize_distributed()
+  logging.info('Process %d of %d, devices: %d x %s', jax.process_index(), jax.process_count(),
+               jax.device_count(), jax.devices()[0].device_kind)
+  try:
+    if '://' in FLAGS.workdir:
+      raise ValueError(
+          f'--workdir {FLAGS.workdir}: checkpoints, metrics and evaluation outputs are written '
+          'with local file operations, so a bucket path would become a local folder. Give a '
+          'local path, or for several hosts a shared filesystem they all mount (NFS, '
+          'Filestore, gcsfuse).')
+    if FLAGS.mode == 'train':
+      from alignmix_jax import train  # pylint: disable=g-import-not-at-top
+      train.train_and_evaluate(config, FLAGS.workdir)
+    else:
+      from alignmix_jax.evaluation import runner  # pylint: disable=g-import-not-at-top
+      runner.evaluate(config, FLAGS.workdir, checkpoint_step=FLAGS.checkpoint_step)
+  except (ValueError, FileNotFoundError, FloatingPointError, ImportError,
+          workdir.WorkdirInUseError) as error:
+    logging.debug('%s', error)
+    print(f'error: {error}', file=sys.stderr)
+    sys.exit(1)
+
+
+def run():
+  """Parses the command line and runs `main`."""
+  app.run(main, flags_parser=parse_flags)

@@ -13,12 +13,11 @@ import os
 
 from absl import logging
 
-_OURS = (os.path.dirname(os.path.abspath(__file__)),
-         os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'main.py'))
+_OURS = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def is_ours(record):
-  """Whether a log record comes from this package or `main.py`."""
+  """Whether a log record comes from this package."""
   return os.path.abspath(record.pathname).startswith(_OURS)
 
 

@@ -1,9 +1,10 @@
 """Metric writers without TensorFlow: the log, TensorBoard event files and metrics.jsonl.
 
 `create_writer(workdir)` returns a `Writer` whose `write_scalars(step, scalars)` logs one
-line (at `--verbosity 1`; the training loop prints its own short line), adds the scalars to TensorBoard event files in `workdir` (tensorboardX, which needs no
-TensorFlow) and appends `{"step": s, name: value, ...}` to `<workdir>/metrics.jsonl`, so a
-run can be read back without TensorBoard. Only process 0 writes files; the others log.
+line (at `--verbosity 1`; the training loop prints its own short line), adds the scalars to
+TensorBoard event files in `workdir` (tensorboardX, which needs no TensorFlow) and appends
+`{"step": s, name: value, ...}` to `<workdir>/metrics.jsonl`, so a run can be read back
+without TensorBoard. Only process 0 writes files; the others log.
 """
 
 import json

@@ -19,20 +19,19 @@ Both feature modes solve one plan of M(A, A') (`alignment`) and use it one way o
 is written as the authors' code computes it, lam weighing what comes from x
 (`mixup.aligned_feature_mix`).
 With `align=False` both feature modes mix A without aligning it (and are then the same);
-with `align_latent=True` a tensor Z is aligned (13) before it is mixed. Only clean steps get the reconstruction (and
-KL) loss; mixed ones get cross-entropy against the mixed targets only (7).
+with `align_latent=True` a tensor Z is aligned (13) before it is mixed. Only clean steps get
+the reconstruction (and KL) loss; mixed ones get cross-entropy against the mixed targets
+only (7).
 
-A method (`config.mixup.method`) is a table of (mode, probability): `method_table(config)`.
-The train step draws a mode index on the device and, at each mixing point, `lax.switch`es
-among the distinct operations the table's modes need there.
+A method (`methods`) is a table of (mode, probability). The train step draws a mode index on
+the device and, at each mixing point, `lax.switch`es among the distinct operations the
+table's modes need there.
 """
 
 import dataclasses
 from typing import Optional
 
 FIVE_MODES = ('clean', 'input', 'latent', 'feature', 'feature_reversed')
-METHODS = ('alignmix', 'alignmix_official', 'vanilla', 'input_mixup', 'manifold_mixup',
-           'cutmix')
 
 # Operations at the mixing points.
 KEEP = 'keep'  # Leave the activations (or targets) as they are.
@@ -81,57 +80,3 @@ def mode(name, *, align=True, align_latent=False):
     return Mode(name, layer=int(name[5:]), layer_op=MIXUP)
   raise ValueError(f'Unknown mode {name!r}; valid: {", ".join(FIVE_MODES)}, cutmix, '
                    'layer<k> (k >= 1).')
-
-
-def method_table(config):
-  """`((mode, probability), ...)` of `config.mixup.method`, zero-probability modes dropped.
-
-  alignmix:           the five modes with `config.mixup.mode_weights` (paper: uniform).
-  alignmix_official:  the authors' code: input 1/2, feature 1/4, feature_reversed 1/4.
-  vanilla:            clean only (the Baseline; no decoder in its configs).
-  input_mixup:        input only.
-  manifold_mixup:     uniform over `config.mixup.manifold_layers` (0 = input).
-  cutmix:             cutmix only.
-  """
-  method = config.mixup.method
-  if method == 'alignmix':
-    weights = tuple(config.mixup.mode_weights)
-    if len(weights) != len(FIVE_MODES) or min(weights) < 0 or sum(weights) <= 0:
-      raise ValueError(f'mixup.mode_weights must be {len(FIVE_MODES)} non-negative weights '
-                       f'for {", ".join(FIVE_MODES)} with a positive sum; got {weights}.')
-    table = tuple(zip(FIVE_MODES, weights))
-  elif method == 'alignmix_official':
-    table = (('input', 0.5), ('feature', 0.25), ('feature_reversed', 0.25))
-  elif method == 'vanilla':
-    table = (('clean', 1.0),)
-  elif method == 'input_mixup':
-    table = (('input', 1.0),)
-  elif method == 'manifold_mixup':
-    layers = tuple(config.mixup.manifold_layers)
-    if not layers:
-      raise ValueError('mixup.manifold_layers is empty; give e.g. (0, 1, 2).')
-    table = tuple(('input' if k == 0 else f'layer{k}', 1.0) for k in layers)
-  elif method == 'cutmix':
-    table = (('cutmix', 1.0),)
-  else:
-    raise ValueError(f'Unknown mixup.method {method!r}; valid: {", ".join(METHODS)}.')
-  table = tuple((name, weight) for name, weight in table if weight > 0)
-  total = sum(weight for _, weight in table)
-  return tuple((name, weight / total) for name, weight in table)
-
-
-def check_layers(config, num_stages):
-  """Raises a ValueError when the method mixes after a stage the encoder does not have
-  (the targets would be mixed while the images are not)."""
-  for mode in table_modes(config):
-    if mode.layer is not None and not 0 <= mode.layer <= num_stages:
-      raise ValueError(
-          f'{config.mixup.method} mixes after stage {mode.layer} ({mode.name}), but '
-          f'{config.model.name} has stages 1 to {num_stages} (0: the input); fix '
-          'mixup.manifold_layers.')
-
-
-def table_modes(config):
-  """The `Mode`s of `method_table(config)`, in order."""
-  return tuple(mode(name, align=config.mixup.align, align_latent=config.mixup.align_latent)
-               for name, _ in method_table(config))

@@ -6,7 +6,7 @@ per-device step on it.
 * `pmap_step`: `jax.pmap(step, axis_name='batch')` on the local devices, for comparison and
   for code that still expects pmap's stacked leading axis (`replicate`, `split_batch`).
 
-Both run the same per-device function (`train_step.train_step`, `train_step.eval_step`).
+Both run the same per-device function (`train_step.train_step`).
 Host data becomes global arrays with `global_array` (every process holds it whole) or
 `global_batches` (each process holds its part of every batch).
 """
@@ -19,7 +19,7 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from alignmix_jax.train_step import AXIS
+AXIS = 'batch'  # The mesh axis of data parallelism, and the collectives' axis name.
 
 
 def data_mesh(devices=None):
@@ -45,11 +45,6 @@ def shard_map_step(step, mesh, *, donate_state=True, num_replicated=0):
   in_specs = (P(),) * (1 + num_replicated) + (P(AXIS),)
   mapped = jax.shard_map(step, mesh=mesh, in_specs=in_specs, out_specs=(P(), P()))
   return jax.jit(mapped, donate_argnums=(0,) if donate_state else ())
-
-
-def shard_map_eval(step, mesh):
-  """jit(shard_map(eval step)): `(variables replicated, batch sharded) -> replicated sums`."""
-  return jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P()))
 
 
 def global_array(value, mesh, spec=P()):

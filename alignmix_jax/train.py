@@ -21,7 +21,9 @@ Guarantees (README, Training):
 """
 
 import contextlib
+import dataclasses
 import functools
+import itertools
 import os
 import signal
 import time
@@ -31,17 +33,19 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from alignmix_jax import alignment
 from alignmix_jax import checkpointing
 from alignmix_jax import console
 from alignmix_jax import data
+from alignmix_jax import methods
 from alignmix_jax import metric_logging
 from alignmix_jax import models
-from alignmix_jax import modes
 from alignmix_jax import optim
 from alignmix_jax import parallel
+from alignmix_jax import state as state_lib
 from alignmix_jax import train_step as train_step_lib
+from alignmix_jax import validation
 from alignmix_jax import workdir as workdir_lib
+from alignmix_jax.evaluation import classification
 
 
 class StopSignal:
@@ -61,32 +65,61 @@ class StopSignal:
     signal.signal(signal.SIGTERM, self._previous)
 
 
-def check_config(config, num_devices):
-  """Raises ValueError for settings that cannot run (before anything is compiled)."""
-  modes.method_table(config)  # Unknown method or bad mode weights.
-  if config.model.name in models.ENCODERS:  # Else create_model names the valid ones.
-    modes.check_layers(config, models.ENCODERS[config.model.name].num_stages)
-  alignment.check_settings(config.mixup.sinkhorn_eps, config.mixup.sinkhorn_iters)
-  data.backend(config.dataset)  # Unknown dataset, pipeline or augmentation.
-  for field, why in (('log_every_steps', 'train metrics are averaged over that many steps'),
-                     ('checkpoint_every_steps', 'a checkpoint is saved every that many steps'),
-                     ('eval_every_epochs', 'test top-1 is measured every that many epochs'),
-                     ('keep_checkpoints', 'that many latest checkpoints are kept; 0 would '
-                                          'delete every one')):
-    value = config[field]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-      raise ValueError(f'{field}={value!r} must be an integer >= 1 ({why}).')
-  if config.batch_size % num_devices:
-    raise ValueError(f'batch_size={config.batch_size} must be a multiple of the number of '
-                     f'devices ({num_devices}).')
-  if config.eval.batch_size % num_devices:
-    raise ValueError(f'eval.batch_size={config.eval.batch_size} must be a multiple of the '
-                     f'number of devices ({num_devices}).')
-  if config.checkpoint_every_steps % config.log_every_steps:
-    raise ValueError(
-        f'checkpoint_every_steps={config.checkpoint_every_steps} must be a multiple of '
-        f'log_every_steps={config.log_every_steps}, so that a resumed run averages its '
-        'metrics over the same windows as an uninterrupted one.')
+def train_and_evaluate(config, workdir):
+  """Trains `config` in `workdir` (resuming from its latest checkpoint) and evaluates it.
+
+  A run that fails before its first training step leaves no files behind: the workdir's
+  contents (config.json, metrics, events, checkpoints/) are created once training runs, and
+  a workdir this run created is removed again if it stays empty.
+
+  Returns:
+    The last scalars: `test/top1` (final), `test/best_top1`, `test/loss` and `step`.
+
+  Raises:
+    ValueError, FileNotFoundError: settings or data that cannot run, a workdir that cannot
+      be written; `workdir.WorkdirInUseError`: another run trains in `workdir`;
+      FloatingPointError: a non-finite loss or gradient.
+  """
+  mesh = parallel.data_mesh()
+  validation.validate(config, mesh.size, mode='train')
+  created = workdir_lib.prepare(workdir)
+  try:
+    with workdir_lib.Lock(workdir):
+      stop = StopSignal()  # From here on, SIGTERM means: save at the next log step and leave.
+      try:
+        return _train(config, workdir, mesh, stop)
+      finally:
+        stop.restore()
+  finally:
+    workdir_lib.remove_if_empty(workdir, created)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+  """When the loop does what, counted in steps."""
+  num_steps: int
+  steps_per_epoch: int
+  log_every: int
+  checkpoint_every: int
+  eval_every: int
+
+  @classmethod
+  def of(cls, config):
+    steps_per_epoch = data.steps_per_epoch(config.dataset, config.batch_size)
+    return cls(num_steps=(config.num_train_steps if config.num_train_steps > 0
+                          else int(config.num_epochs * steps_per_epoch)),
+               steps_per_epoch=steps_per_epoch, log_every=config.log_every_steps,
+               checkpoint_every=config.checkpoint_every_steps,
+               eval_every=max(1, int(config.eval_every_epochs * steps_per_epoch)))
+
+  def logs(self, step):
+    return step % self.log_every == 0
+
+  def saves(self, step):
+    return step % self.checkpoint_every == 0 or step == self.num_steps
+
+  def evaluates(self, step):
+    return step % self.eval_every == 0 or step == self.num_steps
 
 
 def summarize_window(metrics, table_modes):
@@ -152,46 +185,6 @@ class Progress:
     return {'steps_per_sec': rate}
 
 
-def evaluate_top1(eval_fn, variables, test_batches):
-  """Test top-1 accuracy (%) and mean loss over the whole test split, every example once."""
-  totals = None
-  for batch in test_batches:
-    sums = eval_fn(variables, batch)
-    totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
-  totals = jax.device_get(totals)
-  return {'test/top1': 100.0 * (1.0 - float(totals['wrong'] / totals['count'])),
-          'test/loss': float(totals['loss_sum'] / totals['count'])}
-
-
-def train_and_evaluate(config, workdir):
-  """Trains `config` in `workdir` (resuming from its latest checkpoint) and evaluates it.
-
-  A run that fails before its first training step leaves no files behind: the workdir's
-  contents (config.json, metrics, events, checkpoints/) are created once training runs, and
-  a workdir this run created is removed again if it stays empty.
-
-  Returns:
-    The last scalars: `test/top1` (final), `test/best_top1`, `test/loss` and `step`.
-
-  Raises:
-    ValueError, FileNotFoundError: settings or data that cannot run, a workdir that cannot
-      be written; `workdir.WorkdirInUseError`: another run trains in `workdir`;
-      FloatingPointError: a non-finite loss or gradient.
-  """
-  mesh = parallel.data_mesh()
-  check_config(config, mesh.size)
-  created = workdir_lib.prepare(workdir)
-  try:
-    with workdir_lib.Lock(workdir):
-      stop = StopSignal()  # From here on, SIGTERM means: save at the next log step and leave.
-      try:
-        return _train(config, workdir, mesh, stop)
-      finally:
-        stop.restore()
-  finally:
-    workdir_lib.remove_if_empty(workdir, created)
-
-
 class _Outputs:
   """The files of a run in its workdir (config.json, metrics.jsonl and events, checkpoints),
   opened by `open()` once training runs, or at once when resuming."""
@@ -223,113 +216,142 @@ class _Outputs:
       self.writer.close()
 
 
+class _Tester:
+  """Test top-1 and loss of the run's variables (`classification.evaluate`, as `--mode eval`
+  measures them), and the best top-1 so far."""
+
+  def __init__(self, config, model, mesh, best_top1):
+    self._batches = data.eval_batches(config.dataset, mesh,
+                                      global_batch_size=config.eval.batch_size)
+    self._logits = functools.partial(model.apply, train=False)  # One function: one compile.
+    self.best_top1 = best_top1
+
+  def __call__(self, variables):
+    result = classification.evaluate(jax.tree_util.Partial(self._logits, variables),
+                                     self._batches, top_k=(1,), with_loss=True)
+    top1 = 100.0 - result['top1_error']
+    self.best_top1 = max(self.best_top1, top1)
+    return {'test/top1': top1, 'test/best_top1': self.best_top1, 'test/loss': result['loss']}
+
+
+def _restore_or_init(config, mesh, plan, outputs):
+  """`(state, best test top-1 so far)`: the latest checkpoint's, or the initial state (with
+  the encoder of `config.model.pretrained`, if given)."""
+  state = state_lib.create_train_state(config, mesh, steps_per_epoch=plan.steps_per_epoch)
+  if outputs.latest_step() is not None:
+    state, progress = outputs.checkpoints.restore(state)
+    logging.info('Resumed from step %d in %s.', int(state.step), outputs.checkpoints.directory)
+    return state, progress['best_top1']
+  if config.model.pretrained:
+    state = checkpointing.load_pretrained_encoder(config.model.pretrained, state)
+    logging.info('Encoder initialised from %s.', config.model.pretrained)
+  return state, 0.0
+
+
+def _compile_step(config, model, plan, mesh, feed, state, inputs):
+  """The data-parallel train step (`(state, resident, inputs) -> (state, metrics)`),
+  compiled for these arguments."""
+  _, schedules = optim.create_optimizer(config.optimizer, plan.steps_per_epoch)
+  step = train_step_lib.make_train_step(config, model, schedules)
+  train_fn = parallel.shard_map_step(feed.wrap(step), mesh, num_replicated=1)
+  return train_fn.lower(state, feed.resident, inputs).compile()
+
+
+def _log(window, done, config, table_modes, outputs, progress):
+  """Writes the scalars of the steps in `window` (their metrics) at step `done`.
+
+  Raises:
+    FloatingPointError: a step of the window had a non-finite loss or gradient (that step
+      left the state as it was, so the checkpoints hold the last good states).
+  """
+  stacked = jax.device_get(jax.tree.map(lambda *xs: np.stack(xs), *window))
+  if stacked['nonfinite'].any():
+    bad = done - len(stacked['nonfinite']) + 1 + int(np.argmax(stacked['nonfinite']))
+    raise FloatingPointError(
+        f'Non-finite loss or gradients at step {bad} ({config.mixup.method}); the run '
+        f'stops. The checkpoints in {outputs.checkpoints.directory} hold the last good '
+        f'states (latest: step {outputs.checkpoints.latest_step()}). Lower '
+        'optimizer.learning_rate or check the data, then restart.')
+  scalars = summarize_window(stacked, table_modes)
+  scalars.update(progress.report(done, scalars))
+  outputs.writer.write_scalars(done, scalars)
+
+
+def _save(state, step, tester, outputs, progress):
+  """Starts saving the checkpoint of `state` (asynchronous) with the best top-1 so far."""
+  with progress.paused():
+    outputs.checkpoints.save(state, {'best_top1': tester.best_top1})
+  logging.info('step %d: saving the checkpoint %s', step,
+               os.path.join(outputs.checkpoints.directory, str(step)))
+
+
+def _evaluate(state, step, tester, outputs, progress):
+  """Test top-1 of `state` (at `step`), written; returns the scalars."""
+  with progress.paused():
+    scalars = tester(state.variables())
+  outputs.writer.write_scalars(step, scalars)
+  logging.info('step %d: test top-1 %.2f%% (best %.2f%%), test loss %.4f', step,
+               scalars['test/top1'], scalars['test/best_top1'], scalars['test/loss'])
+  return scalars
+
+
 def _train(config, workdir, mesh, stop):
   """`train_and_evaluate` once the config is checked, the workdir locked and SIGTERM
   handled."""
   started = time.perf_counter()
+  plan = _Plan.of(config)
   model = models.create_model(config)
-  steps_per_epoch = data.steps_per_epoch(config.dataset, config.batch_size)
-  num_steps = (config.num_train_steps if config.num_train_steps > 0
-               else int(config.num_epochs * steps_per_epoch))
-  eval_every = max(1, int(config.eval_every_epochs * steps_per_epoch))
-  tx, schedules = optim.create_optimizer(config.optimizer, steps_per_epoch)
-  image_shape = (config.dataset.image_size, config.dataset.image_size, 3)
-  init = jax.jit(functools.partial(train_step_lib.create_train_state, model=model, tx=tx,
-                                   image_shape=image_shape),
-                 out_shardings=parallel.replicated(mesh))
-  state = init(jax.random.PRNGKey(config.seed))
-
   outputs = _Outputs(config, workdir)
-  progress = {'best_top1': 0.0}
   resumed = outputs.latest_step() is not None
-  if resumed:
-    state, progress = outputs.checkpoints.restore(state)
-    logging.info('Resumed from step %d in %s.', int(state.step), outputs.checkpoints.directory)
-  elif config.model.pretrained:
-    state = checkpointing.load_pretrained_encoder(config.model.pretrained, state)
-    logging.info('Encoder initialised from %s.', config.model.pretrained)
+  state, best_top1 = _restore_or_init(config, mesh, plan, outputs)
   start = int(jax.device_get(state.step))
   logging.info('%s on %s: %d steps (%d per epoch), batch %d on %d device(s), workdir %s.',
-               config.mixup.method, config.dataset.name, num_steps, steps_per_epoch,
+               config.mixup.method, config.dataset.name, plan.num_steps, plan.steps_per_epoch,
                config.batch_size, mesh.size, workdir)
-  logging.debug('Modes and weights: %s.', modes.method_table(config))
-
-  table_modes = modes.table_modes(config)
+  logging.debug('Modes and weights: %s.', methods.table(config))
   feed = data.train_feed(config.dataset, mesh, global_batch_size=config.batch_size,
                          seed=config.seed, start_step=start)
-  train_fn = parallel.shard_map_step(
-      feed.wrap(train_step_lib.make_train_step(config, model, schedules)), mesh,
-      num_replicated=1)
-  eval_fn = parallel.shard_map_eval(
-      functools.partial(train_step_lib.eval_step, model=model), mesh)
-  test_batches = data.eval_batches(config.dataset, mesh,
-                                   global_batch_size=config.eval.batch_size)
-  progress_meter = Progress(start, num_steps, steps_per_epoch)
-  window = []
-  last = {'step': start}
+  first = next(feed)
+  progress = Progress(start, plan.num_steps, plan.steps_per_epoch)
+  with progress.paused():  # Compiling is not training time.
+    train_fn = _compile_step(config, model, plan, mesh, feed, state, first)
+  tester = _Tester(config, model, mesh, best_top1)
+  table_modes = methods.table_modes(config)
 
-  def evaluate(step):
-    with progress_meter.paused():
-      scalars = evaluate_top1(eval_fn, state.variables(), test_batches)
-    progress['best_top1'] = max(progress['best_top1'], scalars['test/top1'])
-    scalars['test/best_top1'] = progress['best_top1']
-    outputs.writer.write_scalars(step, scalars)
-    logging.info('step %d: test top-1 %.2f%% (best %.2f%%), test loss %.4f', step,
-                 scalars['test/top1'], scalars['test/best_top1'], scalars['test/loss'])
-    last.update(scalars)
-
+  done, final, window = start, {}, []
   try:
     if resumed:
       outputs.open(start, resumed)
-      if start % eval_every == 0 or start == num_steps:
-        evaluate(start)  # Saved before its evaluation: that evaluation is done again here.
-    for step in range(start, num_steps):
-      first = outputs.writer is None  # Its compiling is not training time.
-      with progress_meter.paused() if first else contextlib.nullcontext():
-        state, metrics = train_fn(state, feed.resident, next(feed))
+      if plan.evaluates(start):  # Saved before its evaluation: evaluated again here.
+        final = _evaluate(state, start, tester, outputs, progress)
+    for inputs in itertools.islice(itertools.chain([first], feed), plan.num_steps - start):
+      state, metrics = train_fn(state, feed.resident, inputs)
       outputs.open(start, resumed)  # Training runs: from here on the workdir fills.
       window.append(metrics)
-      done = step + 1
-      stopping = _stop_requested(stop, done, config.log_every_steps)
-      saving = (done % config.checkpoint_every_steps == 0 or done == num_steps or stopping)
-      if done % config.log_every_steps == 0 or saving:
-        stacked = jax.device_get(jax.tree.map(lambda *xs: np.stack(xs), *window))
+      done += 1
+      stopping = plan.logs(done) and _stop_requested(stop)
+      if plan.logs(done) or plan.saves(done) or stopping:
+        _log(window, done, config, table_modes, outputs, progress)
         window = []
-        if stacked['nonfinite'].any():
-          bad = done - len(stacked['nonfinite']) + 1 + int(np.argmax(stacked['nonfinite']))
-          raise FloatingPointError(
-              f'Non-finite loss or gradients at step {bad} ({config.mixup.method}); the run '
-              f'stops. The checkpoints in {outputs.checkpoints.directory} hold the last good '
-              f'states (latest: step {outputs.checkpoints.latest_step()}). Lower '
-              'optimizer.learning_rate or check the data, then restart.')
-        scalars = summarize_window(stacked, table_modes)
-        scalars.update(progress_meter.report(done, scalars))
-        outputs.writer.write_scalars(done, scalars)
-      if saving:  # Before the evaluation: a failing evaluation loses no work.
-        with progress_meter.paused():
-          outputs.checkpoints.save(state, progress)
-        logging.info('step %d: saving the checkpoint %s', done,
-                     os.path.join(outputs.checkpoints.directory, str(done)))
-      last['step'] = done
+      if plan.saves(done) or stopping:  # Before the evaluation: it can fail, losing nothing.
+        _save(state, done, tester, outputs, progress)
       if stopping:
         logging.warning('Stopped at step %d after SIGTERM; checkpoint saved.', done)
         break
-      if done % eval_every == 0 or done == num_steps:
-        evaluate(done)
+      if plan.evaluates(done):
+        final = _evaluate(state, done, tester, outputs, progress)
   finally:
     outputs.close()
-  if jax.process_index() == 0 and 'test/top1' in last:
-    logging.info('Done: step %d, test top-1 %.2f%% (best %.2f%%) in %s; %s', last['step'],
-                 last['test/top1'], last['test/best_top1'],
+  if jax.process_index() == 0 and final:
+    logging.info('Done: step %d, test top-1 %.2f%% (best %.2f%%) in %s; %s', done,
+                 final['test/top1'], final['test/best_top1'],
                  console.duration(time.perf_counter() - started), workdir)
-  return last
+  return {'step': done, **final}
 
 
-def _stop_requested(stop, step, log_every_steps):
-  """Whether to stop after `step`: at log steps only (so that the metrics windows are an
-  uninterrupted run's), once any process received SIGTERM."""
-  if step % log_every_steps:
-    return False
+def _stop_requested(stop):
+  """Whether any process received SIGTERM. Asked at log steps only, so that the metrics
+  windows are an uninterrupted run's."""
   if jax.process_count() == 1:
     return stop.requested
   flags = multihost_utils.process_allgather(np.int32(stop.requested))

@@ -1,10 +1,10 @@
-"""The per-device train and eval steps (axis name `batch`) and the train state.
+"""The per-device train step (axis name `batch`).
 
 `train_step` is written for one device's share of the batch and communicates only through
 collectives over the axis `batch`; `parallel.py` runs it under `jax.jit(jax.shard_map(...))`
 (the default) or `jax.pmap`. Per step (Algorithm 1):
 
-  * one mode, drawn from the method's table (`modes.method_table`), and one
+  * one mode, drawn from the method's table (`methods.table`), and one
     lam ~ Beta(alpha, alpha), both from the replicated state RNG, so every device agrees;
   * one permutation of the device's examples (pairs), from an RNG folded with the device
     index;
@@ -17,9 +17,7 @@ collectives over the axis `batch`; `parallel.py` runs it under `jax.jit(jax.shar
     `nonfinite = 1`, so a checkpoint never holds a diverged state."""
 
 import functools
-from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -27,43 +25,11 @@ import optax
 from jax import lax
 
 from alignmix_jax import alignment
+from alignmix_jax import losses
+from alignmix_jax import methods
 from alignmix_jax import mixup
 from alignmix_jax import modes as modes_lib
-from alignmix_jax.evaluation import classification
-
-AXIS = 'batch'
-
-
-class TrainState(flax.struct.PyTreeNode):
-  """Everything a checkpoint holds: step, parameters, BatchNorm statistics, optimizer state
-  and the RNG key (raw uint32 `[2]`) from which every step derives its randomness."""
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-  rng: jax.Array
-  tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
-
-  def variables(self):
-    return {'params': self.params, 'batch_stats': self.batch_stats}
-
-
-def create_train_state(rng, model, tx, image_shape):
-  """Initialises the model (every parameter, decoder included) and the optimizer.
-
-  Args:
-    rng: PRNG key.
-    model: an `AlignMixNet`.
-    tx: the optax transformation (`optim.create_optimizer`).
-    image_shape: `(H, W, 3)`.
-  """
-  init_rng, reparam_rng, state_rng = jax.random.split(rng, 3)
-  variables = model.init({'params': init_rng, 'reparam': reparam_rng},
-                         jnp.zeros((1, *image_shape), jnp.float32), train=False)
-  params = variables['params']
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
-                    rng=state_rng, tx=tx)
+from alignmix_jax.parallel import AXIS
 
 
 def step_settings(config):
@@ -98,23 +64,6 @@ def _varying(tree):
 
 def _all_finite(tree):
   return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
-def cross_entropy(logits, targets):
-  """Mean softmax cross-entropy against soft targets `[B, K]`."""
-  return jnp.mean(optax.softmax_cross_entropy(logits.astype(jnp.float32), targets))
-
-
-RECONSTRUCTION_LOSSES = ('sum', 'mean')
-
-
-def reconstruction_loss(x_hat, images, reduction):
-  """Lr of (1) averaged over the batch: per image, the squared Euclidean distance
-  `||x - x_hat||^2` summed over `[H, W, 3]` ('sum', the paper) or averaged ('mean')."""
-  squared = jnp.square(x_hat.astype(jnp.float32) - images)
-  if reduction == 'sum':
-    return jnp.mean(jnp.sum(squared, axis=(1, 2, 3)))
-  return jnp.mean(squared)
 
 
 def _dispatch(mode, modes, op_of, operations):
@@ -229,7 +178,7 @@ def mode_loss(params, batch_stats, images, targets, *, mode, lam, perm, box_rng,
                                          operations)(latent)
   logits = model.apply(variables, mixed_latent, True, method='classify',
                        rngs={'reparam': reparam_rng})
-  ce = cross_entropy(logits, targets)
+  ce = losses.cross_entropy(logits, targets)
   batch_stats = dict(updated['batch_stats'])
   aux = {'ce': ce, 'reconstruction': jnp.float32(0), 'kl': jnp.float32(0),
          'sinkhorn_row_error': jnp.maximum(features_error, latent_error)}
@@ -244,7 +193,7 @@ def mode_loss(params, batch_stats, images, targets, *, mode, lam, perm, box_rng,
     x_hat, decoded = model.apply(
         {'params': {'decoder': decoder_params}, 'batch_stats': batch_stats}, latent, True,
         method='decode', mutable=['batch_stats'], rngs={'reparam': reparam_rng})
-    return (reconstruction_loss(x_hat, images, settings.reconstruction_loss),
+    return (losses.reconstruction_loss(x_hat, images, settings.reconstruction_loss),
             decoded['batch_stats']['decoder'])
 
   aux['reconstruction'], batch_stats['decoder'] = _loss_if(
@@ -306,34 +255,9 @@ def train_step(state, batch, *, model, table, settings, alpha, num_classes, sche
   return new_state, metrics
 
 
-def eval_step(variables, batch, *, model):
-  """Counts over the whole (global) batch: `{'wrong', 'count', 'loss_sum'}`, top-1 as the
-  classification program counts it (`classification.top_k_wrong`).
-
-  `batch['mask']` (0 for the padding of the last batch) keeps padded examples out.
-  """
-  logits = model.apply(variables, batch['image'], train=False)
-  mask = batch['mask']
-  wrong = classification.top_k_wrong(logits, batch['label']) * mask
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']) * mask
-  return lax.psum({'wrong': jnp.sum(wrong), 'count': jnp.sum(mask),
-                   'loss_sum': jnp.sum(losses)}, AXIS)
-
-
 def make_train_step(config, model, schedules):
-  """`train_step` with the config's static settings bound."""
-  table = tuple(zip(modes_lib.table_modes(config),
-                    (p for _, p in modes_lib.method_table(config))))
-  if model is not None:
-    modes_lib.check_layers(config, model.num_stages)
-  alignment.check_settings(config.mixup.sinkhorn_eps, config.mixup.sinkhorn_iters)
-  if config.mixup.reconstruction_loss not in RECONSTRUCTION_LOSSES:
-    raise ValueError(f'Unknown mixup.reconstruction_loss {config.mixup.reconstruction_loss!r}; '
-                     f'valid: {", ".join(RECONSTRUCTION_LOSSES)}.')
-  if config.mixup.align_latent and (config.model.latent != 'tensor'
-                                    or config.model.autoencoder != 'ae'):
-    raise ValueError("mixup.align_latent aligns the tensor Z: it needs model.latent='tensor' "
-                     "and model.autoencoder='ae'.")
+  """`train_step` with the config's static settings bound (checked by `validation`)."""
+  table = tuple(zip(methods.table_modes(config), (p for _, p in methods.table(config))))
   return functools.partial(
       train_step, model=model, table=table, settings=step_settings(config),
       alpha=config.mixup.alpha, num_classes=config.dataset.num_classes, schedules=schedules)

@@ -25,7 +25,6 @@ two test images (`alignmix_jax.data`: no TensorFlow for the datasets held in mem
 """
 
 import functools
-import importlib.util
 import os
 from typing import Any, NamedTuple
 
@@ -65,21 +64,9 @@ class Trained(NamedTuple):
   step: int
 
 
-def load_config(path):
-  """The config of a config file, `file.py` or `file.py:arg` as `main.py --config` takes.
-
-  The file's imports (`from configs import default`) need the repository root on sys.path.
-  """
-  filename, _, argument = path.partition(':')
-  spec = importlib.util.spec_from_file_location('alignmix_config', filename)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(argument) if argument else module.get_config()
-
-
 def load(workdir, config, step=None):
   """The model of `config` with the variables of `workdir`'s latest (or `step`) checkpoint."""
-  variables, step = checkpointing.restore_variables(workdir, config, step)
+  variables, step = checkpointing.restore_variables(workdir, config, step=step)
   return Trained(config, models.create_model(config), variables, step)
 
 

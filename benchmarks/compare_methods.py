@@ -5,10 +5,10 @@ schedule and seeds, then the evaluation programs on each final checkpoint.
   python -m benchmarks.compare_methods --out workdirs/compare_gpu --budget gpu
   python -m benchmarks.compare_methods --out DIR --budget tiny               # smoke test
 
-Rows (`ROWS`): the baselines (vanilla, input_mixup, manifold_mixup, cutmix), the authors'
-code (alignmix_official), AlignMix with the autoencoder (alignmix, the paper's method) and
-without it (AlignMix/-, `model.autoencoder=none`), and two cheap rows of Table 5: AlignMix
-with A mixed unaligned (`mixup.align=False`) and aligned at 2x2 (`feature_resolution=2`).
+Rows (`ROWS`): every registered method (`alignmix_jax.methods`: the baselines, the authors'
+code, AlignMix with the autoencoder), then the `VARIANTS` of AlignMix: without the
+autoencoder (AlignMix/-, `model.autoencoder=none`) and two cheap rows of Table 5, A mixed
+unaligned (`mixup.align=False`) and aligned at 2x2 (`feature_resolution=2`).
 
 Every run is a workdir `<out>/runs/<row>_seed<k>`: `python -m main` trains it (and resumes it
 if the comparison was killed), then `--mode eval` writes its `eval.json`; a run whose
@@ -31,27 +31,30 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from alignmix_jax import methods  # pylint: disable=g-import-not-at-top,wrong-import-position
 from alignmix_jax import metric_logging  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-# Row -> (method, overrides of that row).
-ROWS = {
-    'vanilla': ('vanilla', {}),
-    'input_mixup': ('input_mixup', {}),
-    'manifold_mixup': ('manifold_mixup', {}),
-    'cutmix': ('cutmix', {}),
-    'alignmix_official': ('alignmix_official', {}),
-    'alignmix': ('alignmix', {}),
-    'alignmix_no_ae': ('alignmix', {'model.autoencoder': 'none'}),
-    'alignmix_unaligned': ('alignmix', {'mixup.align': False}),
-    'alignmix_2x2': ('alignmix', {'model.feature_resolution': 2}),
+
+class Row(NamedTuple):
+  """One row of the table: its label, the method (a config argument) and its overrides."""
+  label: str
+  method: str
+  overrides: dict
+
+
+# AlignMix variants compared beside the methods (Table 5).
+VARIANTS = {
+    'alignmix_no_ae': Row('AlignMix/-', 'alignmix', {'model.autoencoder': 'none'}),
+    'alignmix_unaligned': Row('AlignMix/AE, A unaligned', 'alignmix', {'mixup.align': False}),
+    'alignmix_2x2': Row('AlignMix/AE, 2x2', 'alignmix', {'model.feature_resolution': 2}),
 }
-LABELS = {'alignmix': 'AlignMix/AE', 'alignmix_no_ae': 'AlignMix/-',
-          'alignmix_unaligned': 'AlignMix/AE, A unaligned', 'alignmix_2x2': 'AlignMix/AE, 2x2',
-          'alignmix_official': 'AlignMix (authors\' code)'}
+ROWS = {**{name: Row(methods.get(name).label, name, {}) for name in methods.names()},
+        **VARIANTS}
 BUDGETS = {
     # About 70 minutes for 9 rows x 2 seeds on a 2-core CPU (Fashion-MNIST: 1,404 steps).
     'cpu': {'model.width': 8, 'batch_size': 128, 'num_epochs': 3, 'num_train_steps': 0,
@@ -108,7 +111,7 @@ def write_near_ood(folder, image_size):
 
 def run_one(config, row, seed, overrides, out_dir, near_ood):
   """Trains and evaluates one run (resuming or skipping what is done); its record."""
-  method, row_overrides = ROWS[row]
+  method, row_overrides = ROWS[row].method, ROWS[row].overrides
   workdir = os.path.join(out_dir, 'runs', f'{row}_seed{seed}')
   fields = {**{k: cli_value(v) for k, v in row_overrides.items()}, **overrides,
             'seed': str(seed), 'eval.ood_folders.sklearn_digits': near_ood}
@@ -148,7 +151,7 @@ def table(records, rows, seeds):
         cells.append(f'{values[0]:.2f}')
       else:
         cells.append(f'{statistics.fmean(values):.2f} +- {statistics.stdev(values):.2f}')
-    lines.append(f'| {LABELS.get(row, row)} | ' + ' | '.join(cells) + ' |')
+    lines.append(f'| {ROWS[row].label} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines) + (f'\n\n{len(seeds)} seeds ({", ".join(map(str, seeds))}); errors, '
                              'ECE, AuROC and Det Acc in percent; minutes: training and '
                              'evaluation of one run.')
@@ -165,7 +168,7 @@ def side_by_side(records, out_dir):
   for ax, record, what in zip(fig.subplots(1, 2), (best, worst), ('best', 'worst')):
     ax.imshow(mpl_image.imread(os.path.join(record['workdir'], 'eval', 'reliability.png')))
     ax.set_axis_off()
-    ax.set_title(f'{what} calibrated: {LABELS.get(record["row"], record["row"])}')
+    ax.set_title(f'{what} calibrated: {ROWS[record["row"]].label}')
   path = os.path.join(out_dir, 'reliability_best_worst.png')
   fig.savefig(path, bbox_inches='tight')
   return path
@@ -173,8 +176,9 @@ def side_by_side(records, out_dir):
 
 def interpolations(config_path, workdir, out_dir):
   """Figure 3 from the AlignMix/AE run in `workdir`."""
+  from alignmix_jax import configs  # pylint: disable=g-import-not-at-top
   from alignmix_jax import visualize  # pylint: disable=g-import-not-at-top
-  config = visualize.load_config(f'{config_path}:alignmix')
+  config = configs.load(f'{config_path}:alignmix')
   with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
     recorded = json.load(f)
   for group in ('model', 'dataset'):  # The network and data the run was trained with.
@@ -192,7 +196,7 @@ def interpolations(config_path, workdir, out_dir):
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--out', required=True, help='folder of the runs and the table')
-  parser.add_argument('--config', default='configs/fashion_mnist.py')
+  parser.add_argument('--config', default='fashion_mnist', help='a setting or config file')
   parser.add_argument('--budget', default='cpu', choices=sorted(BUDGETS))
   parser.add_argument('--seeds', default='0,1')
   parser.add_argument('--rows', default=','.join(ROWS), help=f'of {", ".join(ROWS)}')

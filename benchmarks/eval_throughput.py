@@ -1,6 +1,6 @@
 """Evaluation throughput: clean top-1, FGSM and PGD, on synthetic data on the device.
 
-  python -m benchmarks.eval_throughput [--config configs/digits.py] [--devices N]
+  python -m benchmarks.eval_throughput [--config digits] [--devices N]
       [--steps 10] [--config.eval.batch_size=500 --config.model.dtype=bfloat16 ...]
 
 One JSON line per program (`clean`, `fgsm`, `pgd`), each the jitted per-batch computation
@@ -19,16 +19,18 @@ import time
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_flags
 
+from alignmix_jax import configs
 from alignmix_jax import models
 from alignmix_jax import parallel
+from alignmix_jax import state as state_lib
 from alignmix_jax.evaluation import attacks
 
-config_flags.DEFINE_config_file('config', 'configs/digits.py', 'Config file, as for main.py; '
-                                'override fields with --config.<field>=<value>.')
+config_flags.DEFINE_config_file('config', configs.resolve('digits'), 'A setting or config '
+                                'file, as for main.py; override fields with '
+                                '--config.<field>=<value>.')
 flags.DEFINE_integer('devices', 0, 'Use the first N devices (0: all).')
 flags.DEFINE_integer('steps', 10, 'Timed batches per program.')
 FLAGS = flags.FLAGS
@@ -48,10 +50,7 @@ def measure(config, mesh, num_steps):
   """One record per program."""
   model = models.create_model(config)
   size, batch_size = config.dataset.image_size, config.eval.batch_size
-  variables = jax.jit(functools.partial(model.init, train=False),
-                      out_shardings=parallel.replicated(mesh))(
-                          {'params': jax.random.PRNGKey(0), 'reparam': jax.random.PRNGKey(1)},
-                          jnp.zeros((1, size, size, 3)))
+  variables = state_lib.create_train_state(config, mesh).variables()
   rng = np.random.default_rng(0)
   images, labels = jax.device_put(
       (rng.uniform(size=(batch_size, size, size, 3)).astype(np.float32),
@@ -92,4 +91,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=lambda argv: FLAGS(configs.command_line(argv)))

@@ -8,7 +8,7 @@ Needs PyTorch and a checkout of the authors' repository: their modules are impor
 there at run time (nothing of theirs is copied here). Their CIFAR network (PreActResNet18 or
 WRN16-8) with a 100-class classifier is built with its PyTorch initialisation and random
 BatchNorm parameters and statistics, its weights are copied into ours
-(`configs/cifar100_<model>.py:vanilla`), and both run on the same batch of real images
+(`cifar100_<model>:vanilla`), and both run on the same batch of real images
 (scikit-learn's digits, 32x32 RGB). Prints JSON lines:
 
   network     max |ours - theirs| of A and the logits, eval mode (running statistics) and
@@ -41,12 +41,13 @@ from sklearn import datasets
 from alignmix_jax import alignment
 from alignmix_jax import mixup
 from alignmix_jax import models
-from alignmix_jax import modes
+from alignmix_jax import methods
 from alignmix_jax import optim
 from alignmix_jax import parallel
+from alignmix_jax import state as state_lib
 from alignmix_jax import train_step as train_step_lib
-from configs import cifar100_preactresnet18
-from configs import cifar100_wrn16_8
+from alignmix_jax.configs import cifar100_preactresnet18
+from alignmix_jax.configs import cifar100_wrn16_8
 
 MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32)
 STD = np.array([0.2023, 0.1994, 0.2010], np.float32)
@@ -161,11 +162,10 @@ def compare_sgd_step(torch, net, config, model, variables, images, labels):
   exact, _ = their_sgd_step(torch, net, config, images, labels, torch.float64)
 
   mesh = parallel.data_mesh(jax.devices()[:1])
-  tx, schedules = optim.create_optimizer(config.optimizer, steps_per_epoch=1000)
-  state = train_step_lib.TrainState(
-      step=jnp.zeros((), jnp.int32), params=variables['params'],
-      batch_stats=variables['batch_stats'], opt_state=tx.init(variables['params']),
-      rng=jax.random.PRNGKey(0), tx=tx)
+  _, schedules = optim.create_optimizer(config.optimizer, steps_per_epoch=1000)
+  state = state_lib.create_train_state(config, mesh, steps_per_epoch=1000)
+  state = state.replace(params=variables['params'], batch_stats=variables['batch_stats'],
+                        opt_state=state.tx.init(variables['params']))
   step = parallel.shard_map_step(train_step_lib.make_train_step(config, model, schedules),
                                  mesh, donate_state=False)
   new_state, metrics = step(state, {'image': images, 'label': labels})
@@ -269,16 +269,14 @@ def main():
   config = setting.get_config('vanilla')
   model = models.create_model(config)
   variables = jax.tree.map(jnp.asarray, to_flax(net.state_dict()))
-  shapes = jax.eval_shape(lambda: model.init(
-      {'params': jax.random.PRNGKey(0), 'reparam': jax.random.PRNGKey(1)},
-      jnp.zeros((1, 32, 32, 3)), train=False))
+  shapes = state_lib.abstract_train_state(config, parallel.data_mesh()).variables()
   if jax.tree.structure(shapes) != jax.tree.structure(variables):
     raise SystemExit('The parameter trees differ: ' + str(jax.tree.structure(variables)))
   images, labels = digit_images(args.batch, args.seed)
   print(json.dumps(compare_network(torch, net, model, variables, images)), flush=True)
   print(json.dumps(compare_alignment(torch, authors, net, images, labels, args.lam,
                                      args.seed)), flush=True)
-  assert modes.method_table(config) == (('clean', 1.0),)
+  assert methods.table(config) == (('clean', 1.0),)
   print(json.dumps(compare_sgd_step(torch, net, config, model, variables, images, labels)),
         flush=True)
 

@@ -12,7 +12,7 @@ TensorFlow. Prints JSON lines (and appends them to `--out`), each with a `check`
                 float32 and bfloat16: compile time, images/s, memory, MFU; then a
                 `summary` line per dtype with the feature/vanilla and five-mode/vanilla ratios;
   alignment     `benchmarks.alignment` (B=128, C=512, 4x4 and 8x8);
-  fashion_mnist a real training run (`configs/fashion_mnist.py`, the device-resident data
+  fashion_mnist a real training run (`fashion_mnist`, the device-resident data
                 back end) for `--epochs` epochs: test top-1, seconds per epoch (training
                 steps only, from the run's steps/s) and the whole run's wall time.
 
@@ -73,7 +73,7 @@ def train_steps(args, peaks, out):
   if args.tiny:
     base = ['--config', 'tests/tiny_config.py', '--steps', '3']
   else:
-    base = ['--config', 'configs/cifar100_preactresnet18.py', '--steps', str(args.steps)]
+    base = ['--config', 'cifar100_preactresnet18', '--steps', str(args.steps)]
   for dtype in ('float32', 'bfloat16'):
     records = run(['-m', 'benchmarks.train_throughput', *base, '--devices', '1', '--rows',
                    MODE_ROWS, f'--config.model.dtype={dtype}',
@@ -101,7 +101,7 @@ def fashion_mnist(args, out):
                     '--config.checkpoint_every_steps=8', '--config.eval.batch_size=100',
                     '--config.mixup.sinkhorn_iters=10']
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, '-m', 'main', '--config', 'configs/fashion_mnist.py',
+    done = subprocess.run([sys.executable, '-m', 'main', '--config', 'fashion_mnist',
                            '--workdir', workdir, *overrides], cwd=ROOT, capture_output=True,
                           text=True, check=False)
     wall_s = time.perf_counter() - start

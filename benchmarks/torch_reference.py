@@ -8,7 +8,7 @@ block: the identity shortcut adds the pre-activated input; stem conv -> BN -> Re
 average pool -> Linear), trained as their code trains it: SGD (momentum 0.9, weight decay
 1e-4), cross-entropy, either plain (`vanilla`) or input mixup (`mixup`:
 `lam CE(y) + (1 - lam) CE(y')` on `lam x + (1 - lam) x[perm]`). Our side is the real train
-step (`configs/cifar100_preactresnet18.py:vanilla` and `:input_mixup`, jit(shard_map) on one
+step (`cifar100_preactresnet18:vanilla` and `:input_mixup`, jit(shard_map) on one
 device), on the same synthetic batch shapes.
 
 For each thread count, a subprocess limited to that many cores (CPU affinity, set before
@@ -102,7 +102,7 @@ def jax_step(width, batch, mixup):
   import jax  # pylint: disable=g-import-not-at-top
   from benchmarks import train_throughput  # pylint: disable=g-import-not-at-top
   from alignmix_jax import parallel  # pylint: disable=g-import-not-at-top
-  from configs import cifar100_preactresnet18  # pylint: disable=g-import-not-at-top
+  from alignmix_jax.configs import cifar100_preactresnet18  # pylint: disable=g-import-not-at-top
   config = cifar100_preactresnet18.get_config('input_mixup' if mixup else 'vanilla')
   config.model.width, config.batch_size = width, batch
   mesh = parallel.data_mesh(jax.devices()[:1])

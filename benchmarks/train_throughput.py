@@ -1,6 +1,6 @@
 """Train-step throughput of every mode and method, on synthetic data already on the device.
 
-  python -m benchmarks.train_throughput [--config configs/digits.py] [--devices N]
+  python -m benchmarks.train_throughput [--config digits] [--devices N]
       [--steps 20] [--rows vanilla,clean,input,...] [--compile_repeats 1]
       [--pipeline_steps 0] [--peak_tflops 0]
       [--config.model.width=64 --config.batch_size=128 --config.model.dtype=bfloat16 ...]
@@ -18,8 +18,8 @@ Rows. Mode rows use the config's network (AlignMix/AE by default) with a one-mod
   clean              clean mode with the reconstruction loss (decoder forward and backward);
   input, latent, feature, feature_reversed: the mode alone;
   alignmix           the five modes drawn on the device (the paper's method).
-Method rows (`alignmix_official`, `input_mixup`, `manifold_mixup`, `cutmix`, and
-`vanilla_baseline`, the vanilla method) use each method's own config (`BASELINES`: no
+Method rows, one per registered method but alignmix (`alignmix_jax.methods`; the vanilla
+method as `vanilla_baseline`), use each method's own config (the fields it sets: no
 decoder), as a user would run them.
 
 Every row is compiled (`--compile_repeats` times, the rows taking turns: the compile time
@@ -37,7 +37,6 @@ CPU devices: set `XLA_FLAGS=--xla_force_host_platform_device_count=N` before run
 """
 
 import contextlib
-import functools
 import json
 import statistics
 import time
@@ -49,21 +48,26 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 from ml_collections import config_flags
 
+from alignmix_jax import configs
 from alignmix_jax import data
+from alignmix_jax import methods
 from alignmix_jax import models
 from alignmix_jax import modes
 from alignmix_jax import optim
 from alignmix_jax import parallel
+from alignmix_jax import state as state_lib
 from alignmix_jax import train_step as train_step_lib
-from configs import default
 
 MODE_ROWS = ('vanilla', 'clean') + modes.FIVE_MODES[1:] + ('alignmix',)
-METHOD_ROWS = ('vanilla_baseline', 'alignmix_official', 'input_mixup', 'manifold_mixup',
-               'cutmix')
-DEFAULT_ROWS = MODE_ROWS + METHOD_ROWS
+# Every registered method but alignmix (the mode row of that name); the vanilla method as
+# `vanilla_baseline` (the mode row `vanilla` keeps the decoder's parameters).
+METHOD_ROWS = {('vanilla_baseline' if name == 'vanilla' else name): name
+               for name in methods.names() if name != 'alignmix'}
+DEFAULT_ROWS = MODE_ROWS + tuple(METHOD_ROWS)
 
-config_flags.DEFINE_config_file('config', 'configs/digits.py', 'Config file, as for main.py; '
-                                'override fields with --config.<field>=<value>.')
+config_flags.DEFINE_config_file('config', configs.resolve('digits'), 'A setting or config '
+                                'file, as for main.py; override fields with '
+                                '--config.<field>=<value>.')
 flags.DEFINE_integer('devices', 0, 'Use the first N devices (0: all).')
 flags.DEFINE_integer('steps', 20, 'Timed steps per row.')
 flags.DEFINE_list('rows', list(DEFAULT_ROWS), 'Rows to measure.')
@@ -82,10 +86,10 @@ def row_config(config, row):
   """The config of one benchmark row (see the module docstring)."""
   config = config.copy_and_resolve_references()
   if row in METHOD_ROWS:
-    return default.with_method(config, 'vanilla' if row == 'vanilla_baseline' else row)
+    return methods.configure(config, METHOD_ROWS[row])
   if row not in MODE_ROWS:
     raise ValueError(f'Unknown row {row!r}; valid: {", ".join(DEFAULT_ROWS)}.')
-  config = default.with_method(config, 'alignmix')
+  config = methods.configure(config, 'alignmix')
   if row == 'alignmix':
     return config
   name = 'clean' if row == 'vanilla' else row
@@ -93,7 +97,7 @@ def row_config(config, row):
   fields = {'mixup.mode_weights': weights}
   if row == 'vanilla':
     fields.update({'mixup.reconstruction_weight': 0.0, 'mixup.kl_weight': 0.0})
-  return default.with_fields(config, fields)
+  return configs.override(config, fields)
 
 
 def synthetic_batch(config, mesh, seed=0):
@@ -108,26 +112,14 @@ def synthetic_batch(config, mesh, seed=0):
   return jax.device_put(batch, parallel.sharded(mesh))
 
 
-def _model_and_optimizer(config):
-  """`(model, tx, schedules)` of `config`, as `train.py` makes them."""
-  model = models.create_model(config)
-  steps_per_epoch = max(1, config.dataset.train_size // config.batch_size)
-  return (model, *optim.create_optimizer(config.optimizer, steps_per_epoch))
-
-
-def _initial_state(config, model, tx, mesh):
-  """The replicated `TrainState` of `config.seed`, as `train.py` initialises it."""
-  image_shape = (config.dataset.image_size,) * 2 + (3,)
-  init = jax.jit(functools.partial(train_step_lib.create_train_state, model=model, tx=tx,
-                                   image_shape=image_shape),
-                 out_shardings=parallel.replicated(mesh))
-  return init(jax.random.PRNGKey(config.seed))
+def _steps_per_epoch(config):
+  """Steps per epoch of the config's training split (the decays of its schedule)."""
+  return max(1, config.dataset.train_size // config.batch_size)
 
 
 def build(config, mesh):
   """`(compiled step, initial state, synthetic batch, compile seconds)` for `config`."""
-  model, tx, _ = _model_and_optimizer(config)
-  state = _initial_state(config, model, tx, mesh)
+  state = state_lib.create_train_state(config, mesh, steps_per_epoch=_steps_per_epoch(config))
   batch = synthetic_batch(config, mesh)
   compiled, seconds = compile_step(config, mesh, state, batch)
   return compiled, state, batch, seconds
@@ -136,9 +128,9 @@ def build(config, mesh):
 def compile_step(config, mesh, state, batch):
   """`(compiled step, seconds)`: the step of `config` built, traced, lowered and compiled
   from scratch (a new function each call, so nothing of an earlier compile is reused)."""
-  model, _, schedules = _model_and_optimizer(config)
-  step = parallel.shard_map_step(train_step_lib.make_train_step(config, model, schedules),
-                                 mesh)
+  _, schedules = optim.create_optimizer(config.optimizer, _steps_per_epoch(config))
+  step = parallel.shard_map_step(
+      train_step_lib.make_train_step(config, models.create_model(config), schedules), mesh)
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   return compiled, time.perf_counter() - start
@@ -212,7 +204,7 @@ def measure(config, rows, mesh, num_steps, peak_tflops, profile_dir='', compile_
 def _record(row, config, compiled, compile_s, timer, *, mesh, peak_tflops, repeats):
   times, drawn = timer.times, timer.drawn
   mean_s, median_s = statistics.fmean(times), statistics.median(times)
-  names = [name for name, _ in modes.method_table(config)]
+  names = [name for name, _ in methods.table(config)]
   flops = step_flops(compiled)
   record = {
       'benchmark': 'train_throughput', 'row': row, 'method': config.mixup.method,
@@ -240,10 +232,9 @@ def measure_pipeline(config, mesh, num_steps, pipeline):
   `pipeline` back end ('device' or 'tfdata'), and the pipeline alone."""
   config = row_config(config, 'alignmix')
   config.dataset.pipeline = pipeline
-  model = models.create_model(config)
-  tx, schedules = optim.create_optimizer(
-      config.optimizer, data.steps_per_epoch(config.dataset, config.batch_size))
-  state = _initial_state(config, model, tx, mesh)
+  steps_per_epoch = data.steps_per_epoch(config.dataset, config.batch_size)
+  _, schedules = optim.create_optimizer(config.optimizer, steps_per_epoch)
+  state = state_lib.create_train_state(config, mesh, steps_per_epoch=steps_per_epoch)
   feed = data.train_feed(config.dataset, mesh, global_batch_size=config.batch_size,
                          seed=config.seed)
   # The pipeline alone: the batches as the step would see them, made and on the devices.
@@ -255,8 +246,8 @@ def measure_pipeline(config, mesh, num_steps, pipeline):
     jax.block_until_ready(materialize(feed.resident, next(feed)))
   pipeline_s = (time.perf_counter() - start) / num_steps
   step = parallel.shard_map_step(
-      feed.wrap(train_step_lib.make_train_step(config, model, schedules)), mesh,
-      num_replicated=1)
+      feed.wrap(train_step_lib.make_train_step(config, models.create_model(config), schedules)),
+      mesh, num_replicated=1)
   timer = Timer(lambda state, inputs: step(state, feed.resident, inputs), state, feed)
   for _ in range(num_steps):
     timer.step()
@@ -313,4 +304,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=lambda argv: FLAGS(configs.command_line(argv)))

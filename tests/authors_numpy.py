@@ -1,4 +1,4 @@
-"""The authors' computations in float64 NumPy, written for the tests from their description
+"""The authors' computations in NumPy (float64, or float32 to measure round-off), written for the tests from their description
 (`../shared/REFERENCE.md`; no code of theirs): the PreActResNet18, WRN16-8 and ResNet-50
 encoders, their Sinkhorn loop and their aligned feature mixup. Independent of the Flax
 code: the networks read a Flax variable tree only as a dictionary of weights.
@@ -12,11 +12,12 @@ import numpy as np
 BN_EPS = 1e-5
 
 
-def as_numpy(tree):
-  """A (nested) dict of arrays as float64 NumPy."""
+def as_numpy(tree, dtype=np.float64):
+  """A (nested) dict of arrays as NumPy arrays of `dtype` (the networks compute in the dtype
+  of their input and weights: float64 for the references, float32 to measure round-off)."""
   if isinstance(tree, dict) or hasattr(tree, 'items'):
-    return {name: as_numpy(value) for name, value in tree.items()}
-  return np.asarray(tree, np.float64)
+    return {name: as_numpy(value, dtype) for name, value in tree.items()}
+  return np.asarray(tree, dtype)
 
 
 def conv(x, layer, stride=1):
@@ -27,7 +28,7 @@ def conv(x, layer, stride=1):
   x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
   out_h = (x.shape[1] - k) // stride + 1
   out_w = (x.shape[2] - k) // stride + 1
-  out = np.zeros((x.shape[0], out_h, out_w, kernel.shape[3]))
+  out = np.zeros((x.shape[0], out_h, out_w, kernel.shape[3]), x.dtype)
   for dy in range(k):
     for dx in range(k):
       window = x[:, dy:dy + stride * (out_h - 1) + 1:stride,

@@ -1,7 +1,6 @@
 """Every setting config, with every method, builds its model, method table and evaluation
 programs (abstractly: no data, no compute)."""
 
-import glob
 import importlib
 import os
 import subprocess
@@ -9,16 +8,14 @@ import sys
 
 import pytest
 
-from alignmix_jax import modes
-from alignmix_jax.evaluation import runner
+from alignmix_jax import configs
+from alignmix_jax import methods
+from alignmix_jax import validation
 from alignmix_jax.models import summary
-from configs import default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OFFLINE = ['digits', 'fashion_mnist']  # Settings of this project, not of the paper.
-SETTINGS = sorted(os.path.basename(path)[:-3]
-                  for path in glob.glob(os.path.join(REPO, 'configs', '*.py'))
-                  if os.path.basename(path)[:-3] not in ['default', *OFFLINE])
+SETTINGS = sorted(name for name in configs.NAMES if name not in OFFLINE)
 
 
 def test_every_paper_setting_has_a_config():
@@ -28,14 +25,15 @@ def test_every_paper_setting_has_a_config():
 
 
 @pytest.mark.parametrize('setting', SETTINGS + OFFLINE)
-@pytest.mark.parametrize('method', sorted(default.BASELINES))
+@pytest.mark.parametrize('method', methods.names())
 def test_setting_builds_with_every_method(setting, method):
-  module = importlib.import_module(f'configs.{setting}')
-  assert 'python -m main --config' in module.__doc__  # Each docstring says how to run it.
+  module = importlib.import_module(f'alignmix_jax.configs.{setting}')
+  assert f'--config {setting}' in module.__doc__  # Each docstring says how to run it.
   config = module.get_config(method)
   assert config.mixup.method == method
-  assert modes.method_table(config)
-  runner.check_config(config)
+  assert methods.table(config)
+  validation.validate(config, 1, mode='train')
+  validation.validate(config, 1, mode='eval')
   text = summary.summarize(config)
   assert 'params/total:' in text
   if method != 'alignmix':
@@ -43,8 +41,8 @@ def test_setting_builds_with_every_method(setting, method):
 
 
 def test_unknown_method_argument_lists_the_valid_ones():
-  module = importlib.import_module('configs.cifar10_preactresnet18')
-  with pytest.raises(ValueError, match='valid: alignmix'):
+  module = importlib.import_module('alignmix_jax.configs.cifar10_preactresnet18')
+  with pytest.raises(ValueError, match='valid: vanilla, .*, alignmix'):
     module.get_config('mixmatch')
 
 
@@ -59,7 +57,7 @@ def _leaves(config, prefix=''):
 @pytest.mark.parametrize('setting', SETTINGS + OFFLINE)
 def test_every_field_can_be_set_from_the_command_line(setting):
   """`--config.<field>=<value>` cannot override a field whose value is None."""
-  config = importlib.import_module(f'configs.{setting}').get_config()
+  config = importlib.import_module(f'alignmix_jax.configs.{setting}').get_config()
   assert not [field for field, value in _leaves(config) if value is None]
 
 
@@ -113,7 +111,7 @@ def test_the_paper_table_covers_every_setting():
 def test_settings_use_the_papers_hyperparameters(setting):
   paper = PAPER[setting]
   for method, alpha in ALPHA.items():
-    config = importlib.import_module(f'configs.{setting}').get_config(method)
+    config = importlib.import_module(f'alignmix_jax.configs.{setting}').get_config(method)
     assert config.optimizer.learning_rate == paper['lr']
     assert config.optimizer.classifier_learning_rate == paper['classifier_lr']
     assert (config.optimizer.momentum, config.optimizer.weight_decay) == (0.9, 1e-4)
@@ -125,5 +123,5 @@ def test_settings_use_the_papers_hyperparameters(setting):
     assert config.dataset.num_classes == paper['classes']
     assert config.mixup.alpha == alpha, method
     assert (config.mixup.sinkhorn_eps, config.mixup.sinkhorn_iters) == (0.1, 100)
-  assert tuple(importlib.import_module(f'configs.{setting}').get_config().mixup.mode_weights) == (
+  assert tuple(importlib.import_module(f'alignmix_jax.configs.{setting}').get_config().mixup.mode_weights) == (
       1.0,) * 5  # The five modes drawn uniformly.

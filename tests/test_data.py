@@ -22,7 +22,7 @@ from alignmix_jax import metric_logging
 from alignmix_jax import parallel
 from alignmix_jax.data import arrays
 from alignmix_jax.data import device
-from configs import default
+from alignmix_jax.configs import default
 
 
 def _config(**fields):

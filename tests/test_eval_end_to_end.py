@@ -1,14 +1,11 @@
 """End to end: `python -m main --mode eval` on a short digits run; CUB localization on mock
 tfds; the errors that name the path and the fix."""
 
-import functools
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -17,22 +14,21 @@ from PIL import Image
 
 import test_tfdata as cub_mock  # Mocked CUB records (images with white boxes).
 from alignmix_jax import checkpointing
+from alignmix_jax import configs
 from alignmix_jax import data
 from alignmix_jax import metric_logging
-from alignmix_jax import models
-from alignmix_jax import optim
 from alignmix_jax import parallel
+from alignmix_jax import state as state_lib
 from alignmix_jax import train
-from alignmix_jax import train_step
 from alignmix_jax.evaluation import ood
 from alignmix_jax.evaluation import runner
-from configs import default
+from alignmix_jax.configs import default
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A 1-step vanilla run of a width-4 PreActResNet18 without decoder: the cheapest to train.
 CONFIG_FILE = """
-from configs import digits
+from alignmix_jax.configs import digits
 
 
 def get_config():
@@ -57,10 +53,7 @@ def run_main(*args):
 
 def load_config(config_file):
   """The config of `config_file`, as `--config` loads it."""
-  spec = importlib.util.spec_from_file_location('eval_e2e_config', config_file)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return configs.load(str(config_file))
 
 
 @pytest.fixture(scope='module')
@@ -122,10 +115,7 @@ def test_eval_errors_name_the_path_and_the_fix(digits_run, tmp_path):
 
 def save_initial_checkpoint(config, workdir):
   """A step-0 checkpoint of `config`'s train state, as training writes it (no step run)."""
-  tx, _ = optim.create_optimizer(config.optimizer, steps_per_epoch=1)
-  image_shape = (config.dataset.image_size, config.dataset.image_size, 3)
-  state = jax.jit(functools.partial(train_step.create_train_state, model=models.create_model(
-      config), tx=tx, image_shape=image_shape))(jax.random.key(0))
+  state = state_lib.create_train_state(config, parallel.data_mesh())
   checkpoints = checkpointing.Checkpoints(workdir)
   checkpoints.save(state, {'best_top1': 0.0})
   checkpoints.wait()

@@ -17,8 +17,9 @@ from alignmix_jax.evaluation import calibration
 from alignmix_jax.evaluation import classification
 from alignmix_jax.evaluation import localization
 from alignmix_jax.evaluation import ood
+from alignmix_jax import validation
 from alignmix_jax.evaluation import runner
-from configs import default
+from alignmix_jax.configs import default
 
 
 def make_batches(images, labels, batch_size, bbox=None):
@@ -399,6 +400,7 @@ class TinyCamNet(nn.Module):
 
 def tiny_config(tmp_path, programs):
   config = default.get_config()
+  config.dataset.name = 'caltech_birds2011'  # Boxes.
   config.dataset.num_classes = 3
   config.model.autoencoder = 'none'
   config.dataset.with_bbox = True
@@ -460,17 +462,17 @@ def test_runner_rejects_bad_configs_with_the_fix(tmp_path):
   config = tiny_config(tmp_path, ('classification', 'robustness'))
   with pytest.raises(ValueError, match=r"unknown: \['robustness'\].*valid: \['attacks', "
                                        r"'calibration', 'classification', 'localization', 'ood'\]"):
-    runner.check_config(config)
+    validation.validate(config, 1, mode='eval')
   config.eval.programs = ('ood',)
   missing = str(tmp_path / 'no_such_folder')
   config.eval.ood_folders.isun = missing
   with pytest.raises(FileNotFoundError, match=f'{missing}.*config.eval.ood_folders.isun'):
-    runner.check_config(config)
+    validation.validate(config, 1, mode='eval')
   config.eval.programs = ('localization',)
   config.model.autoencoder = 'ae'
   with pytest.raises(ValueError, match="autoencoder = 'none'"):
-    runner.check_config(config)
+    validation.validate(config, 1, mode='eval')
   config.eval.programs = ('classification',)
   config.eval.top_k = (1, 5)
   with pytest.raises(ValueError, match='num_classes = 3'):
-    runner.check_config(config)
+    validation.validate(config, 1, mode='eval')

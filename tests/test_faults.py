@@ -23,13 +23,15 @@ from test_train_loop import _main
 from test_train_loop import _scalars
 from test_train_loop import _wait_for
 from alignmix_jax import checkpointing
+from alignmix_jax import data as alignmix_data
+from alignmix_jax import methods
 from alignmix_jax import metric_logging
 from alignmix_jax import train
+from alignmix_jax import validation
 from alignmix_jax import workdir as workdir_lib
 from alignmix_jax.data import arrays
 from alignmix_jax.data import catalog
-from alignmix_jax.evaluation import runner
-from configs import default
+from alignmix_jax.evaluation import classification
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = {'num_train_steps': 8, 'log_every_steps': 2, 'checkpoint_every_steps': 4,
@@ -133,11 +135,11 @@ def test_the_checkpoint_is_saved_before_the_evaluation_that_fails(tmp_path, monk
   config = _config()
   calls = []
 
-  def failing(*args):
-    calls.append(args)
+  def failing(*args, **kwargs):
+    calls.append((args, kwargs))
     raise OSError('injected: the test data went away')
 
-  monkeypatch.setattr(train, 'evaluate_top1', failing)
+  monkeypatch.setattr(classification, 'evaluate', failing)
   with pytest.raises(OSError, match='injected'):
     train.train_and_evaluate(config, str(tmp_path))
   assert _latest(tmp_path)[0] == 8
@@ -320,13 +322,13 @@ def _cli(tmp_path, *args):
 
 
 @pytest.mark.parametrize('args, message', [
-    (['--config', 'configs/nope.py'], "no such file 'configs/nope.py'"),
+    (['--config', 'configs/nope.py'], "'configs/nope.py' is neither a config file nor a setting"),
     (['--config', 'alignmix_jax/alignment.py'], 'defines no get_config()'),
     (['--config', 'configs/digits.py', '--config.bogus=1'], "the config has no field 'bogus'"),
     (['--config', 'configs/digits.py', '--config.batch_size=abc'],
      'this field holds a int'),
-    (['--config', 'configs/digits.py', '--config.mixup.method=cutmix'],
-     '--config configs/digits.py:cutmix'),
+    (['--config', 'configs/digits.py:vanilla', '--config.mixup.method=cutmix'],
+     'name two methods'),
     (['--config', 'configs/digits.py', '--checkpoint_step=4'],
      '--checkpoint_step is for --mode eval'),
 ])
@@ -349,7 +351,7 @@ def test_an_empty_ood_folder_is_found_before_any_program_runs(tmp_path):
   os.makedirs(empty)
   config.eval.ood_folders.lsun_crop = str(empty)
   with pytest.raises(FileNotFoundError, match=f'no images in {empty}'):
-    runner.check_config(config)
+    validation.validate(config, 1, mode='eval')
 
 
 @pytest.mark.parametrize('model, layers, stages', [('preactresnet18', (0, 5), 4),
@@ -357,7 +359,7 @@ def test_an_empty_ood_folder_is_found_before_any_program_runs(tmp_path):
 def test_a_manifold_layer_the_encoder_lacks_is_refused(tmp_path, model, layers, stages):
   """Mixing the targets after a stage the encoder never calls would train on mixed labels
   of clean images."""
-  config = default.with_method(tiny_config.get_config(), 'manifold_mixup')
+  config = methods.configure(tiny_config.get_config(), 'manifold_mixup')
   config.model.name = model
   config.mixup.manifold_layers = layers
   with pytest.raises(ValueError, match=f'after stage {max(layers)} .* has stages 1 to {stages}'):
@@ -376,7 +378,7 @@ def test_ood_folders_in_the_odin_layout_are_read_unlabeled(tmp_path):
         inner / f'{index}.jpg')
   config = tiny_config.get_config()
   config.eval.ood_folders.lsun_resize = str(tmp_path / 'LSUN_resize')
-  runner.check_config(config)
-  dataset = runner._folder_dataset(config, config.eval.ood_folders.lsun_resize)  # pylint: disable=protected-access
-  data = arrays.load(dataset, 'test')
+  validation.validate(config, 1, mode='eval')
+  data = arrays.load(alignmix_data.unlabeled_folder(config.dataset,
+                                                    config.eval.ood_folders.lsun_resize), 'test')
   assert data['image'].shape == (5, 16, 16, 3) and (data['label'] == -1).all()

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from alignmix_jax import optim
-from configs import default
+from alignmix_jax.configs import default
 
 
 def _optimizer_config(**fields):

@@ -15,7 +15,7 @@ from sklearn import datasets as sklearn_datasets
 from alignmix_jax import data
 from alignmix_jax import parallel
 from alignmix_jax.data import tfdata
-from configs import default
+from alignmix_jax.configs import default
 
 
 def _config(**fields):

@@ -18,12 +18,10 @@ import conftest
 import tiny_config
 from alignmix_jax import checkpointing
 from alignmix_jax import metric_logging
-from alignmix_jax import models
-from alignmix_jax import modes
-from alignmix_jax import optim
+from alignmix_jax import methods
 from alignmix_jax import parallel
 from alignmix_jax import train
-from alignmix_jax import train_step as train_step_lib
+from alignmix_jax import state as state_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--config', os.path.join(REPO, 'tests', 'tiny_config.py')]
@@ -60,12 +58,9 @@ def _wait_for(path, process, timeout=600):
 
 
 def _fresh_state(config, seed):
-  model = models.create_model(config)
-  tx, _ = optim.create_optimizer(config.optimizer, steps_per_epoch=10)
-  size = config.dataset.image_size
-  state = train_step_lib.create_train_state(jax.random.PRNGKey(seed), model, tx,
-                                            (size, size, 3))
-  return jax.device_put(state, parallel.replicated(parallel.data_mesh()))
+  config = config.copy_and_resolve_references()
+  config.seed = seed
+  return state_lib.create_train_state(config, parallel.data_mesh(), steps_per_epoch=10)
 
 
 def test_checkpoint_save_and_restore_give_back_the_same_state(tmp_path):
@@ -182,7 +177,7 @@ def test_two_processes_train_in_lockstep_like_one_process_with_two_devices(tmp_p
 
 
 @pytest.mark.parametrize('field, value, message', [
-    ('mixup.method', 'mixmatch', 'Unknown mixup.method'),
+    ('mixup.method', 'mixmatch', "Unknown method 'mixmatch'"),
     ('model.name', 'resnet9', 'Unknown model.name'),
     ('dataset.name', 'svhn', 'svhn'),
     ('batch_size', 15, 'multiple of the number of devices'),
@@ -198,7 +193,7 @@ def test_bad_names_and_settings_fail_fast_with_the_valid_choices(tmp_path, field
 
 
 def test_window_summary_splits_by_mode_and_averages_the_row_error_of_aligning_steps():
-  table_modes = modes.table_modes(tiny_config.get_config())  # The five modes.
+  table_modes = methods.table_modes(tiny_config.get_config())  # The five modes.
   names = [mode.name for mode in table_modes]
   drawn = [names.index(n) for n in ('clean', 'feature', 'feature_reversed', 'input')]
   metrics = {'mode': np.array(drawn), 'loss': np.array([1.0, 2.0, 3.0, 4.0]),

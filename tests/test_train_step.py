@@ -7,24 +7,27 @@ import pytest
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
+import authors_numpy
 import test_mixup
 import tiny_config
-from configs import default
-import authors_numpy
+from alignmix_jax import configs
+from alignmix_jax import losses
+from alignmix_jax import methods
 from alignmix_jax import models
 from alignmix_jax import modes
 from alignmix_jax import optim
 from alignmix_jax import parallel
+from alignmix_jax import state as state_lib
 from alignmix_jax import train_step as train_step_lib
+from alignmix_jax import validation
 
 NUM_DEVICES = 2  # conftest.py forces two CPU devices.
 
 
 def _setup(config):
   model = models.create_model(config)
-  tx, schedules = optim.create_optimizer(config.optimizer, steps_per_epoch=10)
-  size = config.dataset.image_size
-  state = train_step_lib.create_train_state(jax.random.PRNGKey(0), model, tx, (size, size, 3))
+  _, schedules = optim.create_optimizer(config.optimizer, steps_per_epoch=10)
+  state = state_lib.create_train_state(config, steps_per_epoch=10)
   return model, state, train_step_lib.make_train_step(config, model, schedules)
 
 
@@ -62,7 +65,7 @@ def five_mode_run():
 
 def test_each_of_the_five_modes_is_finite_and_falls(five_mode_run):
   config, _, _, _, history = five_mode_run
-  names = [name for name, _ in modes.method_table(config)]
+  names = [name for name, _ in methods.table(config)]
   assert all(np.isfinite(m['loss']) and m['nonfinite'] == 0 for m in history)
   for index, name in enumerate(names):
     losses = [m['loss'] for m in history if int(m['mode']) == index]
@@ -163,7 +166,7 @@ def _draw(rng, step, table, alpha):
 
 def _reference_loss(config, model, state, batch):
   """The step's draw and loss recomputed outside the step, device by device."""
-  table = modes.method_table(config)
+  table = methods.table(config)
   mode, lam, device_rng = _draw(state.rng, state.step, table, config.mixup.alpha)
   shards = jax.tree.map(lambda x: np.split(x, NUM_DEVICES), batch)
   variables = jax.device_get(state.variables())
@@ -182,7 +185,7 @@ def _reference_loss(config, model, state, batch):
 
 
 def _ablation(method='alignmix', **fields):
-  return lambda: default.with_fields(default.with_method(tiny_config.get_config(), method),
+  return lambda: configs.override(methods.configure(tiny_config.get_config(), method),
                                      fields)
 
 
@@ -262,7 +265,7 @@ def test_feature_steps_are_the_authors_alignment_and_report_its_row_error(baryce
 
 def test_reconstruction_is_reported_and_falls_in_clean_steps(five_mode_run):
   config, _, _, _, history = five_mode_run
-  names = [name for name, _ in modes.method_table(config)]
+  names = [name for name, _ in methods.table(config)]
   for metrics in history:
     clean = names[int(metrics['mode'])] == 'clean'
     assert (metrics['reconstruction'] > 0) == clean
@@ -312,19 +315,18 @@ def test_shard_map_and_pmap_run_the_same_step(weights):
 
 
 def test_mode_weights_and_method_names_are_checked():
-  with pytest.raises(ValueError, match='Unknown mixup.method'):
-    modes.method_table(tiny_config.with_overrides(**{'mixup.method': 'mixmatch'}))
+  with pytest.raises(ValueError, match='Unknown method .mixmatch.; valid: vanilla'):
+    methods.table(tiny_config.with_overrides(**{'mixup.method': 'mixmatch'}))
   with pytest.raises(ValueError, match='mode_weights'):
-    modes.method_table(tiny_config.with_overrides(**{'mixup.mode_weights': (1.0, 1.0)}))
+    methods.table(tiny_config.with_overrides(**{'mixup.mode_weights': (1.0, 1.0)}))
   official = tiny_config.with_overrides(**{'mixup.method': 'alignmix_official'})
-  table = modes.method_table(official)
+  table = methods.table(official)
   assert table == (('input', 0.5), ('feature', 0.25), ('feature_reversed', 0.25))
-  table = modes.method_table(tiny_config.get_config())
+  table = methods.table(tiny_config.get_config())
   assert [name for name, _ in table] == list(modes.FIVE_MODES)
   np.testing.assert_allclose([p for _, p in table], 0.2)
   with pytest.raises(ValueError, match='align_latent'):
-    train_step_lib.make_train_step(
-        tiny_config.with_overrides(**{'mixup.align_latent': True}), None, {})
+    validation.validate(tiny_config.with_overrides(**{'mixup.align_latent': True}), 1)
 
 
 def test_the_mode_draw_follows_the_table_probabilities():
@@ -344,7 +346,7 @@ def test_the_drawn_mode_equals_the_step_of_that_mode_alone():
   mesh = parallel.data_mesh()
   batch = jax.device_put(_batch(config, seed=2), parallel.sharded(mesh))
   run = parallel.shard_map_step(step_fn, mesh, donate_state=False)
-  names = [name for name, _ in modes.method_table(config)]
+  names = [name for name, _ in methods.table(config)]
   alone_runs = {}  # Mode name -> the step of a table holding that mode only.
   current = jax.device_put(state, parallel.replicated(mesh))
   for _ in range(12):
@@ -384,7 +386,7 @@ def test_loss_if_gives_the_loss_and_gradients_of_the_taken_branch_only():
   def per_device(pred):
     (value, aux), grads = jax.value_and_grad(outer, argnums=(0, 1), has_aux=True)(
         train_step_lib._varying(params), train_step_lib._varying(inputs), pred)  # pylint: disable=protected-access
-    return lax.pmean((value, aux, grads), train_step_lib.AXIS)
+    return lax.pmean((value, aux, grads), parallel.AXIS)
 
   run = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=P(), out_specs=P()))
   for pred in (True, False):
@@ -406,10 +408,9 @@ def test_reconstruction_loss_reductions():
   rng = np.random.default_rng(0)
   x_hat, images = rng.uniform(size=(2, 2, 3, 4, 3)).astype(np.float32)
   per_image = np.sum((x_hat - images) ** 2, axis=(1, 2, 3))
-  np.testing.assert_allclose(train_step_lib.reconstruction_loss(x_hat, images, 'sum'),
+  np.testing.assert_allclose(losses.reconstruction_loss(x_hat, images, 'sum'),
                              per_image.mean(), rtol=1e-6)
-  np.testing.assert_allclose(train_step_lib.reconstruction_loss(x_hat, images, 'mean'),
+  np.testing.assert_allclose(losses.reconstruction_loss(x_hat, images, 'mean'),
                              per_image.mean() / (3 * 4 * 3), rtol=1e-6)
   with pytest.raises(ValueError, match="reconstruction_loss 'l1'; valid: sum, mean"):
-    train_step_lib.make_train_step(
-        tiny_config.with_overrides(**{'mixup.reconstruction_loss': 'l1'}), None, {})
+    validation.validate(tiny_config.with_overrides(**{'mixup.reconstruction_loss': 'l1'}), 1)

@@ -22,11 +22,11 @@ from scipy import optimize
 import tiny_config
 from alignmix_jax import alignment
 from alignmix_jax import checkpointing
+from alignmix_jax import configs
 from alignmix_jax import metric_logging
 from alignmix_jax import models
-from alignmix_jax import optim
 from alignmix_jax import parallel
-from alignmix_jax import train_step as train_step_lib
+from alignmix_jax import state as state_lib
 from alignmix_jax import visualize
 from alignmix_jax.data import arrays
 
@@ -40,18 +40,15 @@ TOL = 1e-6  # Decoding the same features in another batch or program: float32 ro
 def tiny(tmp_path_factory):
   """A fresh tiny model saved at step 5 and loaded back with `visualize.load`, two images."""
   config = tiny_config.get_config()
-  model = models.create_model(config)
-  tx, _ = optim.create_optimizer(config.optimizer, steps_per_epoch=10)
-  state = train_step_lib.create_train_state(jax.random.PRNGKey(0), model, tx, (16, 16, 3))
-  state = jax.device_put(state.replace(step=state.step + 5),
-                         parallel.replicated(parallel.data_mesh()))
+  state = state_lib.create_train_state(config, parallel.data_mesh())
+  state = state.replace(step=state.step + 5)
   workdir = tmp_path_factory.mktemp('tiny_checkpoint')
   checkpoints = checkpointing.Checkpoints(workdir)
   checkpoints.save(state, {'best_top1': 0.0})
   checkpoints.wait()
   checkpoints.close()
   trained = visualize.load(workdir, config)
-  assert trained.step == 5 and trained.model == model
+  assert trained.step == 5 and trained.model == models.create_model(config)
   for saved, loaded in zip(jax.tree.leaves(state.variables()),
                            jax.tree.leaves(trained.variables)):
     np.testing.assert_array_equal(np.asarray(loaded), np.asarray(saved))
@@ -188,7 +185,7 @@ def test_plot_toy_alignment_panels_and_match_lines():
 
 
 def test_small_config_shrinks_a_copy():
-  config = visualize.load_config(os.path.join(REPO, 'configs', 'digits.py:cutmix'))
+  config = configs.load('digits:cutmix')
   assert config.mixup.method == 'cutmix'
   config.mixup.method = 'alignmix'
   small = visualize.small_config(config, num_train_steps=40)

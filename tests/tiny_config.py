@@ -4,8 +4,8 @@
 Also a config file: `python -m main --config tests/tiny_config.py --workdir ...`.
 """
 
-from configs import default
-from configs import digits
+from alignmix_jax import configs
+from alignmix_jax.configs import digits
 
 
 def get_config():
@@ -27,4 +27,4 @@ def get_config():
 def with_overrides(**overrides):
   """`get_config()` with dotted fields replaced, e.g.
   `with_overrides(**{'mixup.method': 'cutmix'})`."""
-  return default.with_fields(get_config(), overrides)
+  return configs.override(get_config(), overrides)

@@ -73,6 +73,19 @@ def backend(dataset_config):
   return pipeline
 
 
+def unlabeled_folder(dataset_config, path):
+  """The dataset config of the image folder `path` read unlabeled (every image below it,
+  label -1; e.g. an OOD set) as `dataset_config`'s test split: same image size and back end.
+  """
+  folder = dataset_config.copy_and_resolve_references()
+  folder.with_bbox = False
+  folder.pipeline = backend(folder)
+  folder.name = 'image_folder'
+  folder.data_dir = path
+  folder.folder_labels = False
+  return folder
+
+
 def _tfdata():
   """The tf.data back end, or an ImportError that says how to get TensorFlow."""
   try:

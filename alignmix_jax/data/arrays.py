@@ -207,7 +207,7 @@ def _cifar(dataset_config, split):
 def _tfds(dataset_config, split):
   """A prepared tfds data_dir (needs tensorflow-datasets), else the error that says how."""
   try:
-    from alignmix_jax.data import tfdata  # pylint: disable=g-import-not-at-top
+    from alignmix_jax.data import tfds_prepared  # pylint: disable=g-import-not-at-top
   except ImportError as error:
     root = dataset_config.data_dir or '.'
     raise FileNotFoundError(
@@ -215,7 +215,7 @@ def _tfds(dataset_config, split):
         f'tensorflow-datasets, which could read a prepared tfds data_dir, is not installed: '
         f'{error}). {_cifar_help(dataset_config)}') from error
   try:
-    return tfdata.tfds_arrays(dataset_config, split)
+    return tfds_prepared.read_whole(dataset_config, split)
   except FileNotFoundError as error:
     raise FileNotFoundError(
         f'{dataset_config.name}: no {_CIFAR[dataset_config.name][0]} in '

@@ -1,8 +1,9 @@
 """The tf.data back end: batches made on the host by tf.data, for any dataset.
 
 The only back end for the streamed datasets (imagenet2012, caltech_birds2011); selectable for
-the others with `config.dataset.pipeline='tfdata'`. This module, `transforms` and nothing else import TensorFlow; TensorFlow runs on the host CPU only:
-the accelerators belong to JAX, so GPUs are hidden from it here, before any of its ops runs.
+the others with `config.dataset.pipeline='tfdata'`. This module, `transforms` and
+`tfds_prepared` (which hides the GPUs from TensorFlow) alone import TensorFlow; it runs on
+the host CPU only.
 
   it = create_split(config.dataset, split='train', batch_size=per_process_batch,
                     seed=config.seed, train=True, start_step=step,
@@ -23,8 +24,8 @@ Evaluation (`train=False`): one pass over this process's shard in a fixed order 
 test transform; the last batches are padded (zero images, label 0, mask 0) up to
 `num_eval_batches`, the same on every process, so each example counts exactly once.
 
-Sources: in-memory datasets come from `arrays.load`; the streamed ones from tfds. Sharding: shard i of n holds examples i, i + n,
-i + 2n, ... of an in-memory split (strided, so class-sorted file lists give every shard
+Sources: in-memory datasets come from `arrays.load`; the streamed ones from tfds.
+Sharding: shard i of n holds examples i, i + n, i + 2n, ... of an in-memory split (strided, so class-sorted file lists give every shard
 every class), and the i-th of `tfds.even_splits(split, n)` of a streamed one.
 """
 
@@ -38,9 +39,8 @@ import tensorflow_datasets as tfds
 
 from alignmix_jax.data import arrays
 from alignmix_jax.data import catalog
+from alignmix_jax.data import tfds_prepared
 from alignmix_jax.data import transforms
-
-tf.config.set_visible_devices([], 'GPU')
 
 _STREAMED = ('imagenet2012', 'caltech_birds2011')  # Too large for memory.
 
@@ -210,42 +210,9 @@ def _decode_bytes(record):
   return dict(record, image=image, label=tf.cast(record['label'], tf.int32))
 
 
-def _tfds_builder(dataset_config, split):
-  """The prepared tfds builder, its split checked against the config; never downloads."""
-  name = dataset_config.name
-  builder = tfds.builder(name, data_dir=dataset_config.data_dir or None)
-  if not builder.is_prepared():
-    root = builder.data_path.parent.parent
-    manual = (f' after putting ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (from '
-              f'https://image-net.org) in {root}/downloads/manual/'
-              if name == 'imagenet2012' else '')
-    raise FileNotFoundError(
-        f'tfds dataset {name!r} is not prepared in data_dir {root} (no {builder.data_path}/'
-        'dataset_info.json) and this pipeline never downloads. Prepare it once, on a machine '
-        f'with network access: `tfds build {name} --data_dir={root}`{manual}; then set '
-        'config.dataset.data_dir to that data_dir.')
-  try:
-    info = builder.info.splits[catalog.split_name(dataset_config, split)]
-  except (KeyError, ValueError) as error:
-    raise ValueError(f'Unknown {split} split {catalog.split_name(dataset_config, split)!r} for '
-                     f'{name} (config.dataset.{split}_split); valid: '
-                     f'{sorted(builder.info.splits)} and their slices.') from error
-  catalog.check_size(dataset_config, split, info.num_examples)
-  catalog.check_classes(dataset_config, builder.info.features['label'].num_classes)
-  return builder
-
-
-def tfds_arrays(dataset_config, split):
-  """A small prepared tfds split (CIFAR) read whole: uint8 images, int32 labels."""
-  builder = _tfds_builder(dataset_config, split)
-  data = tfds.as_numpy(builder.as_dataset(split=catalog.split_name(dataset_config, split),
-                                          batch_size=-1))
-  return {'image': data['image'], 'label': data['label'].astype(np.int32)}
-
-
 def _streamed_tfds(dataset_config, split, process_index, process_count):
   """A large tfds split, streamed: records hold the encoded image, decoded after shuffling."""
-  builder = _tfds_builder(dataset_config, split)
+  builder = tfds_prepared.builder(dataset_config, split)
   features = {'image': True, 'label': True, 'bbox': True}
   if not dataset_config.with_bbox:
     del features['bbox']

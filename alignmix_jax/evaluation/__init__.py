@@ -10,3 +10,5 @@
 Each program takes `logits_fn(images) -> logits` (and `cam_fn`), never the model class, and
 runs one jitted step per batch. None imports TensorFlow.
 """
+
+PROGRAMS = ('classification', 'attacks', 'calibration', 'ood', 'localization')

@@ -18,24 +18,29 @@ def require_examples(count):
                      'check the dataset split and config.eval.batch_size.')
 
 
+_count = jax.jit(jnp.sum)
+
+
 def sum_over_batches(step, batches):
-  """Sums the outputs of `step` over all batches.
+  """Sums the outputs of `step` over all batches, on the device (one transfer at the end).
 
   Args:
     step: jitted `batch -> {name: array}` whose outputs are already masked sums over the
       batch (padding must contribute 0).
-    batches: iterable of batch dicts.
+    batches: iterable of batch dicts (host arrays, or global arrays of any processes).
 
   Returns:
     `({name: np.ndarray} totals, number of unmasked examples)`.
   """
-  totals, count = None, 0
+  totals = count = None
   for batch in batches:
-    count += int(np.sum(batch['mask']))
-    out = step(batch)
+    out, examples = step(batch), _count(batch['mask'])
     totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+    count = examples if count is None else count + examples
+  totals, count = jax.device_get((totals, count))
+  count = 0 if count is None else int(round(float(count)))
   require_examples(count)
-  return jax.device_get(totals), count
+  return totals, count
 
 
 def gather_over_batches(step, batches):

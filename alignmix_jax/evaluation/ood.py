@@ -38,6 +38,11 @@ def max_softmax(logits):
   return jnp.max(jax.nn.softmax(logits.astype(jnp.float32), axis=-1), axis=-1)
 
 
+def folders(eval_config):
+  """`{name: path}` of the OOD image folders in use (`config.eval.ood_folders`; '' unused)."""
+  return {name: path for name, path in eval_config.ood_folders.items() if path}
+
+
 def check_set_names(noise, folder_names):
   """Raises a clear error for unknown noise sets or folder names that clash with them."""
   unknown = [name for name in noise if name not in NOISE]

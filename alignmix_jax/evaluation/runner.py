@@ -12,6 +12,7 @@ any batch source (`alignmix_jax.data.eval_batches` here: TensorFlow only for the
 its tf.data back end reads).
 """
 
+import functools
 import itertools
 import json
 import os
@@ -25,7 +26,7 @@ from alignmix_jax import data
 from alignmix_jax import metric_logging
 from alignmix_jax import models
 from alignmix_jax import parallel
-from alignmix_jax.data import catalog
+from alignmix_jax import validation
 from alignmix_jax.evaluation import attacks
 from alignmix_jax.evaluation import calibration
 from alignmix_jax.evaluation import classification
@@ -85,26 +86,9 @@ def _calibration(config, fns, batches_fn, out):
                               title=out.title)
 
 
-def _folder_dataset(config, path):
-  """The dataset config of an OOD image folder: the test config, read from `path` by the
-  back end of the test set (`alignmix_jax.data`)."""
-  dataset = config.dataset.copy_and_resolve_references()
-  dataset.with_bbox = False
-  dataset.pipeline = data.backend(dataset)
-  dataset.name = 'image_folder'
-  dataset.data_dir = path
-  dataset.folder_labels = False  # Unlabeled: every image below the folder.
-  return dataset
-
-
-def ood_folders(config):
-  """`{name: path}` of the OOD image folders in use (`config.eval.ood_folders`, '' unused)."""
-  return {name: path for name, path in config.eval.ood_folders.items() if path}
-
-
 def _ood(config, fns, batches_fn, out):
-  folders = {name: batches_fn(_folder_dataset(config, path))
-             for name, path in ood_folders(config).items()}
+  folders = {name: batches_fn(data.unlabeled_folder(config.dataset, path))
+             for name, path in ood.folders(config.eval).items()}
   return ood.evaluate(fns.logits, batches_fn(config.dataset), folders,
                       noise=tuple(config.eval.ood_noise), seed=config.seed,
                       table_path=os.path.join(out.dir, 'ood.md'))
@@ -116,6 +100,7 @@ def _localization(config, fns, batches_fn, out):
                                figure_path=os.path.join(out.dir, 'localization.png'))
 
 
+# The programs of `evaluation.PROGRAMS`.
 PROGRAMS = {
     'classification': _classification,
     'attacks': _attacks,
@@ -123,42 +108,6 @@ PROGRAMS = {
     'ood': _ood,
     'localization': _localization,
 }
-
-
-def check_config(config):
-  """Raises a clear error for evaluation settings that cannot run, before any work."""
-  programs = tuple(config.eval.programs)
-  unknown = [name for name in programs if name not in PROGRAMS]
-  if unknown or not programs:
-    raise ValueError(f'config.eval.programs must list evaluation programs; unknown: {unknown} '
-                     f'(got {programs}); valid: {sorted(PROGRAMS)}.')
-  num_classes = config.dataset.num_classes
-  if 'classification' in programs and not all(1 <= k <= num_classes for k in config.eval.top_k):
-    raise ValueError(f'config.eval.top_k = {tuple(config.eval.top_k)} needs 1 <= k <= '
-                     f'config.dataset.num_classes = {num_classes}.')
-  examples = config.eval.attack_examples
-  if examples and (examples < 0 or examples % config.eval.batch_size):
-    raise ValueError(f'config.eval.attack_examples = {examples} must be 0 (the whole test '
-                     f'split) or a positive multiple of config.eval.batch_size = '
-                     f'{config.eval.batch_size}.')
-  if 'ood' in programs:
-    ood.check_set_names(tuple(config.eval.ood_noise), tuple(ood_folders(config)))
-    for name, path in ood_folders(config).items():
-      if not os.path.isdir(path):
-        raise FileNotFoundError(f'OOD folder {name!r}: {path} is not a directory. Put the '
-                                f'images there, fix config.eval.ood_folders.{name}, or set '
-                                "it to '' (not used).")
-      catalog.image_folder_files(_folder_dataset(config, path), 'test')  # No images: error.
-  if 'localization' in programs:
-    if config.model.autoencoder != 'none':
-      raise ValueError("The localization program needs CAMs, which the model defines only "
-                       "without a decoder: set config.model.autoencoder = 'none' (got "
-                       f'{config.model.autoencoder!r}) or drop localization from '
-                       'config.eval.programs.')
-    if not config.dataset.with_bbox:
-      raise ValueError('The localization program needs true boxes: set '
-                       'config.dataset.with_bbox = True on a dataset with boxes '
-                       '(caltech_birds2011).')
 
 
 def run_programs(config, fns, batches_fn, workdir, step=None):
@@ -174,7 +123,6 @@ def run_programs(config, fns, batches_fn, workdir, step=None):
   Returns:
     `{scalar name: value}`, the content of eval.json.
   """
-  check_config(config)
   out = Output(dir=os.path.join(workdir, 'eval'), title=run_title(workdir, step))
   os.makedirs(out.dir, exist_ok=True)
   results = {}
@@ -201,18 +149,16 @@ def evaluate(config, workdir, checkpoint_step=None):
     FileNotFoundError: no checkpoint (at that step) in `workdir`, or a missing OOD folder.
     ValueError: the checkpoint does not fit the config's model, or a setting cannot run.
   """
-  check_config(config)
   if jax.process_count() > 1:
     raise ValueError(f'--mode eval runs on one process (got {jax.process_count()}): start it '
                      'without --multiprocess or --coordinator_address.')
-  if config.eval.batch_size % jax.device_count():
-    raise ValueError(f'config.eval.batch_size={config.eval.batch_size} must be a multiple of '
-                     f'the number of devices ({jax.device_count()}).')
-  variables, step = checkpointing.restore_variables(workdir, config, step=checkpoint_step)
-  model = models.create_model(config)
-  fns = ModelFns(logits=lambda images: model.apply(variables, images, train=False),
-                 cam=lambda images: model.apply(variables, images, method='cam'))
+  validation.validate(config, jax.device_count(), mode='eval')
   mesh = parallel.data_mesh()
+  variables, step = checkpointing.restore_variables(workdir, config, mesh, step=checkpoint_step)
+  model = models.create_model(config)
+  fns = ModelFns(logits=jax.tree_util.Partial(functools.partial(model.apply, train=False),
+                                                variables),
+                 cam=lambda images: model.apply(variables, images, method='cam'))
 
   sources = {}
 
@@ -226,8 +172,8 @@ def evaluate(config, workdir, checkpoint_step=None):
   # Every input is read before any program runs: a missing or unreadable file fails here.
   iter(batches_fn(config.dataset))
   if 'ood' in config.eval.programs:
-    for path in ood_folders(config).values():
-      iter(batches_fn(_folder_dataset(config, path)))
+    for path in ood.folders(config.eval).values():
+      iter(batches_fn(data.unlabeled_folder(config.dataset, path)))
   logging.info('Evaluating %s at step %d: %s.', workdir, step, tuple(config.eval.programs))
   results = run_programs(config, fns, batches_fn, workdir, step)
   writer = metric_logging.create_writer(workdir, collection='eval')

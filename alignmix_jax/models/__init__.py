@@ -2,8 +2,8 @@
 
 `config.model.name` picks the stage-1 encoder E (`ENCODERS`; `preact_shortcut` applies to
 PreActResNet18); `config.model.autoencoder`, `latent`, `latent_dim`, `feature_resolution`,
-`width` and `dtype` shape the rest of `network.AlignMixNet`; `config.dataset` gives
-num_classes, image_size, mean and std.
+`width`, `dtype` and `conv` (`layers.CONV_IMPLS`) shape the rest of `network.AlignMixNet`;
+`config.dataset` gives num_classes, image_size, mean and std.
 
   from alignmix_jax import models
   model = models.create_model(config)
@@ -12,6 +12,7 @@ num_classes, image_size, mean and std.
 
 import jax.numpy as jnp
 
+from alignmix_jax.models import layers
 from alignmix_jax.models.heads import LATENT_KINDS
 from alignmix_jax.models.network import AUTOENCODERS
 from alignmix_jax.models.network import AlignMixNet
@@ -63,6 +64,7 @@ def create_model(config):
   _check_choice('model.autoencoder', model_config.autoencoder, AUTOENCODERS)
   _check_choice('model.latent', model_config.latent, LATENT_KINDS)
   _check_choice('model.dtype', model_config.dtype, tuple(DTYPES))
+  conv_impl = layers.resolve_conv_impl(model_config.conv)
   width, image_size = model_config.width, data_config.image_size
   if not isinstance(width, int) or width < 1:
     raise ValueError(f'model.width must be a positive int (64 in the paper); got {width!r}.')
@@ -86,7 +88,7 @@ def create_model(config):
                      f'preactresnet18 only; {model_config.name} is built as the authors\' '
                      "(or torchvision's) definition. Leave it 'authors'.")
   encoder = encoder_cls(width=width, remove_last_downsampling=remove_last,
-                        dtype=DTYPES[model_config.dtype], **options)
+                        dtype=DTYPES[model_config.dtype], conv_impl=conv_impl, **options)
 
   channels = encoder.out_channels
   tensor = model_config.latent == 'tensor'
@@ -105,7 +107,8 @@ def create_model(config):
       latent_kind=model_config.latent,
       latent_dim=latent_dim,
       feature_pool=feature_pool,
-      dtype=DTYPES[model_config.dtype])
+      dtype=DTYPES[model_config.dtype],
+      conv_impl=conv_impl)
   side = model.feature_side
   if tensor and side % 2:
     raise ValueError(f"model.latent='tensor' (conv 2x2, stride 2) needs an even side of A; "

@@ -22,16 +22,18 @@ class UpBlock(nn.Module):
   """Residual up-block `[B, H, W, Cin] -> [B, 2H, 2W, features]`."""
   features: int
   dtype: Any
+  conv_impl: str = 'xla'
 
   @nn.compact
   def __call__(self, x, train):
     y = nn.relu(layers.batch_norm(x, train, name='bn1', dtype=self.dtype))
     y = layers.conv(layers.upsample(y), self.features, 3, use_bias=True, name='conv1',
-                    dtype=self.dtype)
+                    dtype=self.dtype, impl=self.conv_impl)
     y = nn.relu(layers.batch_norm(y, train, name='bn2', dtype=self.dtype))
-    y = layers.conv(y, self.features, 3, use_bias=True, name='conv2', dtype=self.dtype)
+    y = layers.conv(y, self.features, 3, use_bias=True, name='conv2', dtype=self.dtype,
+                    impl=self.conv_impl)
     shortcut = layers.conv(layers.upsample(x), self.features, 1, use_bias=True,
-                           name='shortcut', dtype=self.dtype)
+                           name='shortcut', dtype=self.dtype, impl=self.conv_impl)
     return y + shortcut
 
 
@@ -44,12 +46,14 @@ class Decoder(nn.Module):
     min_width: the narrowest up-block.
     num_upsamplings: log2(H / h).
     dtype: compute dtype.
+    conv_impl: how convolutions are written (`layers.CONV_IMPLS`).
   """
   feature_side: int
   channels: int
   min_width: int
   num_upsamplings: int
   dtype: Any
+  conv_impl: str = 'xla'
 
   @nn.compact
   def __call__(self, latent, train):
@@ -64,7 +68,8 @@ class Decoder(nn.Module):
                            name='deconv')(latent)
     for block in range(self.num_upsamplings):
       features = max(self.channels // 2**(block + 1), self.min_width)
-      x = UpBlock(features, self.dtype, name=f'block{block + 1}')(x, train)
+      x = UpBlock(features, self.dtype, self.conv_impl, name=f'block{block + 1}')(x, train)
     x = nn.relu(layers.batch_norm(x, train, name='bn', dtype=self.dtype))
-    x = layers.conv(x, 3, 3, use_bias=True, name='conv_out', dtype=self.dtype)
+    x = layers.conv(x, 3, 3, use_bias=True, name='conv_out', dtype=self.dtype,
+                    impl=self.conv_impl)
     return nn.sigmoid(x.astype(jnp.float32))

@@ -24,11 +24,13 @@ class LatentEncoder(nn.Module):
     dim: d.
     variational: return `{'mean', 'logvar'}` (two layers) instead of z.
     dtype: compute dtype.
+    conv_impl: how the tensor head's convolution is written (`layers.CONV_IMPLS`).
   """
   kind: str
   dim: int
   variational: bool
   dtype: Any
+  conv_impl: str = 'xla'
 
   @nn.compact
   def __call__(self, features):
@@ -38,7 +40,7 @@ class LatentEncoder(nn.Module):
         out = layers.dense(flat, self.dim, name=name, dtype=self.dtype)
       else:
         out = layers.conv(features, self.dim, 2, strides=2, use_bias=True, name=name,
-                          dtype=self.dtype)
+                          dtype=self.dtype, impl=self.conv_impl)
       return out.astype(jnp.float32)
 
     if self.variational:

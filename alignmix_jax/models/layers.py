@@ -10,14 +10,14 @@ Initialisation follows the PyTorch definitions the models reproduce:
     and VGG.
 """
 
-import functools
 import math
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
+
+from alignmix_jax.models import cpu_conv
 
 INITS = ('torch', 'he')
 
@@ -39,112 +39,23 @@ def _initialisers(init, fan_in):
   raise ValueError(f'Unknown init {init!r}; valid: {", ".join(INITS)}.')
 
 
-_NHWC = ('NHWC', 'HWIO', 'NHWC')
+# How convolutions are written (`config.model.conv`): 'xla', `lax.conv_general_dilated` as
+# `nn.Conv` calls it (what every backend runs); 'cpu', the same function in the form XLA:CPU
+# runs fast (`cpu_conv`); 'auto', 'cpu' on a CPU backend, else 'xla'.
+CONV_IMPLS = ('auto', 'xla', 'cpu')
 
 
-def _nhwc_conv(x, kernel, strides, padding, lhs_dilation=(1, 1), rhs_dilation=(1, 1)):
-  return lax.conv_general_dilated(x, kernel, strides, padding, lhs_dilation=lhs_dilation,
-                                  rhs_dilation=rhs_dilation, dimension_numbers=_NHWC)
+def resolve_conv_impl(impl):
+  """'xla' or 'cpu' for `config.model.conv` (see `CONV_IMPLS`)."""
+  if impl not in CONV_IMPLS:
+    raise ValueError(f'Unknown model.conv={impl!r}; valid: {", ".join(CONV_IMPLS)}.')
+  if impl == 'auto':
+    return 'cpu' if jax.default_backend() == 'cpu' else 'xla'
+  return impl
 
 
-# CPU convolutions this large run in batch pieces (`_batch_pieces`).
-_PIECE_MIN_POSITIONS = 256  # H x W of the input: 16x16 and up.
-_PIECE_MIN_CHANNELS = 64  # Input and output channels.
-_PIECE_MIN_EXAMPLES = 8
-_MAX_PIECES = 4
-
-
-def _batch_pieces(x, kernel):
-  """How many batch pieces a CPU convolution of `x` `[B, H, W, Cin]` by `kernel`
-  `[k, k, Cin, Cout]` runs in: up to `_MAX_PIECES` of at least `_PIECE_MIN_EXAMPLES`
-  examples when H W >= `_PIECE_MIN_POSITIONS` and Cin, Cout >= `_PIECE_MIN_CHANNELS`, else 1.
-
-  XLA:CPU runs one such YNNPACK convolution on one thread (measured, PreActResNet18 width 64,
-  jax 0.10.2: layer1's and layer2's convolutions, forward and both gradients, took as long on
-  2 threads as on 1), while it runs independent operations concurrently. Batch pieces are
-  independent convolutions (the kernel gradient is their sum): the same function up to the
-  order of float32 sums, and a faster train step on 2 cores (`benchmarks/torch_reference.py`:
-  1.05x at batch 32, 1.5x at batch 128). Each piece compiles on its own, hence the limits:
-  smaller convolutions (the digits and test configs) are left whole.
-  """
-  if (x.shape[1] * x.shape[2] < _PIECE_MIN_POSITIONS
-      or min(kernel.shape[2], kernel.shape[3]) < _PIECE_MIN_CHANNELS):
-    return 1
-  return max(1, min(_MAX_PIECES, x.shape[0] // _PIECE_MIN_EXAMPLES))
-
-
-def _in_pieces(fn, pieces, *arrays):
-  """`fn` on `pieces` batch pieces of `arrays` (all `[B, ...]`), as a list of results."""
-  return [fn(*parts) for parts in zip(*(jnp.array_split(a, pieces) for a in arrays))]
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _canonical_gradient_conv(x, kernel, strides, padding):
-  return _canonical_gradient_conv_fwd(x, kernel, strides, padding)[0]
-
-
-def _canonical_gradient_conv_fwd(x, kernel, strides, padding):
-  pieces = _in_pieces(lambda p: _nhwc_conv(p, kernel, strides, padding),
-                      _batch_pieces(x, kernel), x)
-  return jnp.concatenate(pieces), (x, kernel)
-
-
-def _canonical_gradient_conv_bwd(strides, padding, residuals, dy):
-  """Both gradients, per batch piece (`_batch_pieces`): d x concatenated, d kernel summed."""
-  x, kernel = residuals
-  pieces = _in_pieces(functools.partial(_piece_gradients, strides, padding, kernel),
-                      _batch_pieces(x, kernel), x, dy)
-  return (jnp.concatenate([d_x for d_x, _ in pieces]),
-          functools.reduce(jnp.add, [d_kernel for _, d_kernel in pieces]))
-
-
-def _piece_gradients(strides, padding, kernel, x, dy):
-  """Both gradients as convolutions in XLA:CPU's canonical form (b01f, 01io -> b01f).
-
-  x `[B, H, W, Ci]`, kernel `[k, k, Ci, Co]`, dy `[B, H', W', Co]`; D = s (H' - 1) + 1 is
-  the side of dy dilated by the stride s, (lo, hi) the forward padding.
-    d kernel: x with batch and channels swapped `[Ci, H, W, B]`, convolved with dy as a
-      kernel `[H', W', B, Co]` dilated by s, padding (lo, k - 1 + D - H - lo).
-    d x: dy dilated by s, convolved with the flipped kernel `[k, k, Co, Ci]`, padding
-      (k - 1 - lo, H - D + lo).
-  """
-  size, ksize = x.shape[1:3], kernel.shape[:2]
-  dilated = [s * (n - 1) + 1 for s, n in zip(strides, dy.shape[1:3])]
-  kernel_padding = [(lo, k - 1 + d - n - lo) for (lo, _), k, d, n in
-                    zip(padding, ksize, dilated, size)]
-  d_kernel = _nhwc_conv(jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(dy, (1, 2, 0, 3)),
-                        (1, 1), kernel_padding, rhs_dilation=strides)
-  input_padding = [(k - 1 - lo, n - d + lo) for (lo, _), k, d, n in
-                   zip(padding, ksize, dilated, size)]
-  flipped = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))
-  d_x = _nhwc_conv(dy, flipped, (1, 1), input_padding, lhs_dilation=strides)
-  return d_x, jnp.transpose(d_kernel, (1, 2, 0, 3)).astype(kernel.dtype)
-
-
-_canonical_gradient_conv.defvjp(_canonical_gradient_conv_fwd, _canonical_gradient_conv_bwd)
-
-
-def _cpu_conv_general_dilated(x, kernel, strides, padding, *, lhs_dilation, rhs_dilation,
-                              dimension_numbers, feature_group_count, precision):
-  """What `nn.Conv` calls on CPU: `lax.conv_general_dilated` in batch pieces (`_batch_pieces`),
-  gradients in canonical form.
-
-  XLA:CPU rewrites convolutions into its fast (Eigen/YNNPACK) form only in the entry
-  computation. The convolutions of AD's gradients are not in that form, so inside a
-  `lax.cond` branch (the decoder of the train step) or a loop body (PGD) they ran through a
-  generic loop, up to 40x slower (weight gradients; measured with jax 0.10.2). For the plain
-  2-D NHWC convolutions `conv` makes (no dilation, no groups, default precision).
-  """
-  trivial = (1,) * (x.ndim - 2)
-  if (dimension_numbers != lax.conv_dimension_numbers(x.shape, kernel.shape, _NHWC)
-      or tuple(lhs_dilation or trivial) != trivial or tuple(rhs_dilation or trivial) != trivial
-      or feature_group_count != 1 or precision is not None):
-    raise ValueError('layers.conv makes plain NHWC convolutions only (no dilation, groups or '
-                     'precision).')
-  return _canonical_gradient_conv(x, kernel, tuple(strides), tuple(map(tuple, padding)))
-
-
-def conv(x, features, kernel_size, *, name, dtype, strides=1, use_bias=False, init='torch'):
+def conv(x, features, kernel_size, *, name, dtype, impl='xla', strides=1, use_bias=False,
+         init='torch'):
   """A square convolution with PyTorch's symmetric zero padding `(kernel_size - 1) // 2`.
 
   Called inside a compact method; the `nn.Conv` is created under `name` in the caller.
@@ -155,6 +66,8 @@ def conv(x, features, kernel_size, *, name, dtype, strides=1, use_bias=False, in
     kernel_size: side k of the square kernel.
     name: parameter scope name (PyTorch layer names: conv1, shortcut, ...).
     dtype: compute dtype.
+    impl: 'xla' or 'cpu' (`CONV_IMPLS`): the same function, written for any backend or for
+      XLA:CPU's fast path.
     strides: stride s.
     use_bias: whether the layer has a bias.
     init: 'torch' or 'he' (see the module docstring).
@@ -167,8 +80,8 @@ def conv(x, features, kernel_size, *, name, dtype, strides=1, use_bias=False, in
   return nn.Conv(features, (kernel_size, kernel_size), strides=strides,
                  padding=((pad, pad), (pad, pad)), use_bias=use_bias, dtype=dtype,
                  kernel_init=kernel_init, bias_init=bias_init, name=name,
-                 conv_general_dilated=(_cpu_conv_general_dilated
-                                       if jax.default_backend() == 'cpu' else None))(x)
+                 conv_general_dilated=(cpu_conv.conv_general_dilated if impl == 'cpu'
+                                       else None))(x)
 
 
 def dense(x, features, *, name, dtype):
@@ -206,6 +119,7 @@ class Encoder(nn.Module):
     remove_last_downsampling: the last downsampling removed (A twice as large: the 8x8
       ablation, the 14x14 WSOL ResNet-50).
     dtype: compute dtype.
+    conv_impl: how its convolutions are written, 'xla' or 'cpu' (`CONV_IMPLS`).
 
   Subclasses set `num_stages` (manifold mixup after stage k = 1..num_stages),
   `downsamplings` (how many times E halves the input side) and `channels_per_width`
@@ -214,6 +128,7 @@ class Encoder(nn.Module):
   width: int = 64
   remove_last_downsampling: bool = False
   dtype: Any = jnp.float32
+  conv_impl: str = 'xla'
 
   num_stages = 0
   downsamplings = 0

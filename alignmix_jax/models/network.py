@@ -48,6 +48,8 @@ class AlignMixNet(nn.Module):
     feature_pool: average pooling window and stride applied to the encoder output (2 for
       the 2x2 alignment ablation on a 4x4 encoder; 1 for none).
     dtype: compute dtype (float32 or bfloat16).
+    conv_impl: how the decoder's and e's convolutions are written (`layers.CONV_IMPLS`;
+      the encoder has its own).
   """
   encoder: nn.Module
   num_classes: int
@@ -59,6 +61,7 @@ class AlignMixNet(nn.Module):
   latent_dim: int = 512
   feature_pool: int = 1
   dtype: Any = jnp.float32
+  conv_impl: str = 'xla'
 
   @property
   def num_stages(self):
@@ -79,7 +82,7 @@ class AlignMixNet(nn.Module):
     if self.autoencoder != 'none':
       self.latent_encoder = heads.LatentEncoder(
           self.latent_kind, self.latent_dim, variational=self.autoencoder == 'vae',
-          dtype=self.dtype)
+          dtype=self.dtype, conv_impl=self.conv_impl)
       self.decoder = decoder_lib.Decoder(
           feature_side=self.feature_side,
           # The width at A's side, capped at 8 x base width (512): ResNet-50's 2048 and
@@ -87,7 +90,7 @@ class AlignMixNet(nn.Module):
           channels=min(self.feature_channels, 8 * self.encoder.width),
           min_width=self.encoder.width,
           num_upsamplings=(self.image_size // self.feature_side).bit_length() - 1,
-          dtype=self.dtype)
+          dtype=self.dtype, conv_impl=self.conv_impl)
     self.classifier = heads.Classifier(self.num_classes, self.dtype)
 
   def features(self, x, train, mix_fn=None):

@@ -33,13 +33,14 @@ class PreActBlock(nn.Module):
   strides: int
   dtype: Any
   shortcut: str = 'authors'
+  conv_impl: str = 'xla'
 
   @nn.compact
   def __call__(self, x, train):
     o = nn.relu(layers.batch_norm(x, train, name='bn1', dtype=self.dtype))
     if self.strides != 1 or x.shape[-1] != self.features:
       shortcut = layers.conv(o, self.features, 1, strides=self.strides, name='shortcut',
-                             dtype=self.dtype)
+                             dtype=self.dtype, impl=self.conv_impl)
     elif self.shortcut == 'authors':
       shortcut = o
     elif self.shortcut == 'standard':
@@ -47,9 +48,10 @@ class PreActBlock(nn.Module):
     else:
       raise ValueError(f'Unknown PreActBlock shortcut {self.shortcut!r}; valid: '
                        f'{", ".join(SHORTCUTS)}.')
-    y = layers.conv(o, self.features, 3, strides=self.strides, name='conv1', dtype=self.dtype)
+    y = layers.conv(o, self.features, 3, strides=self.strides, name='conv1', dtype=self.dtype,
+                    impl=self.conv_impl)
     y = nn.relu(layers.batch_norm(y, train, name='bn2', dtype=self.dtype))
-    y = layers.conv(y, self.features, 3, name='conv2', dtype=self.dtype)
+    y = layers.conv(y, self.features, 3, name='conv2', dtype=self.dtype, impl=self.conv_impl)
     return y + shortcut
 
 
@@ -74,12 +76,13 @@ class PreActResNet18(layers.Encoder):
 
     `after_stage(k, h)` is applied to the output of stage k = 1..4 (the manifold mixup hook).
     """
-    x = layers.conv(x, self.width, 3, name='conv1', dtype=self.dtype)
+    x = layers.conv(x, self.width, 3, name='conv1', dtype=self.dtype, impl=self.conv_impl)
     x = nn.relu(layers.batch_norm(x, train, name='bn1', dtype=self.dtype))
     for stage in range(self.num_stages):
       strides = 1 if stage == 0 or (self.remove_last_downsampling and stage == 3) else 2
       for block in range(2):
         x = PreActBlock(self.width * 2**stage, strides if block == 0 else 1, self.dtype,
-                        self.shortcut, name=f'layer{stage + 1}_{block}')(x, train)
+                        self.shortcut, self.conv_impl,
+                        name=f'layer{stage + 1}_{block}')(x, train)
       x = after_stage(stage + 1, x)
     return x

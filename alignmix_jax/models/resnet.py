@@ -25,12 +25,13 @@ class Bottleneck(nn.Module):
   width: int
   strides: int
   dtype: Any
+  conv_impl: str = 'xla'
 
   @nn.compact
   def __call__(self, x, train):
     def conv_bn(h, features, kernel_size, strides, index):
       h = layers.conv(h, features, kernel_size, strides=strides, init='he',
-                      name=f'conv{index}', dtype=self.dtype)
+                      name=f'conv{index}', dtype=self.dtype, impl=self.conv_impl)
       return layers.batch_norm(h, train, name=f'bn{index}', dtype=self.dtype)
 
     out_features = EXPANSION * self.width
@@ -39,7 +40,7 @@ class Bottleneck(nn.Module):
     y = conv_bn(y, out_features, 1, 1, 3)
     if self.strides != 1 or x.shape[-1] != out_features:
       x = layers.conv(x, out_features, 1, strides=self.strides, init='he',
-                      name='downsample_conv', dtype=self.dtype)
+                      name='downsample_conv', dtype=self.dtype, impl=self.conv_impl)
       x = layers.batch_norm(x, train, name='downsample_bn', dtype=self.dtype)
     return nn.relu(y + x)
 
@@ -61,13 +62,15 @@ class ResNet50(layers.Encoder):
     """Normalised images `[B, H, W, 3]` -> A `[B, H/32, W/32, 32w]` (H/16 without the last
     stride). `after_stage(k, h)` is applied to the output of stage k = 1..4.
     """
-    x = layers.conv(x, self.width, 7, strides=2, init='he', name='conv1', dtype=self.dtype)
+    x = layers.conv(x, self.width, 7, strides=2, init='he', name='conv1', dtype=self.dtype,
+                    impl=self.conv_impl)
     x = nn.relu(layers.batch_norm(x, train, name='bn1', dtype=self.dtype))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for stage, num_blocks in enumerate(STAGE_BLOCKS):
       strides = 1 if stage == 0 or (self.remove_last_downsampling and stage == 3) else 2
       for block in range(num_blocks):
         x = Bottleneck(self.width * 2**stage, strides if block == 0 else 1, self.dtype,
+                       self.conv_impl,
                        name=f'layer{stage + 1}_{block}')(x, train)
       x = after_stage(stage + 1, x)
     return x

@@ -44,9 +44,10 @@ class VGGGAP(layers.Encoder):
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
       for index in range(num_convs):
         x = nn.relu(layers.conv(x, multiple * self.width, 3, use_bias=True, init='he',
-                                name=f'conv{stage + 1}_{index + 1}', dtype=self.dtype))
+                                name=f'conv{stage + 1}_{index + 1}', dtype=self.dtype,
+                                impl=self.conv_impl))
       if stage == len(STAGES) - 1:
         x = nn.relu(layers.conv(x, 16 * self.width, 3, use_bias=True, init='he',
-                                name='conv6', dtype=self.dtype))
+                                name='conv6', dtype=self.dtype, impl=self.conv_impl))
       x = after_stage(stage + 1, x)
     return x

@@ -25,17 +25,19 @@ class WideBlock(nn.Module):
   features: int
   strides: int
   dtype: Any
+  conv_impl: str = 'xla'
 
   @nn.compact
   def __call__(self, x, train):
     y = nn.relu(layers.batch_norm(x, train, name='bn1', dtype=self.dtype))
-    y = layers.conv(y, self.features, 3, use_bias=True, name='conv1', dtype=self.dtype)
+    y = layers.conv(y, self.features, 3, use_bias=True, name='conv1', dtype=self.dtype,
+                    impl=self.conv_impl)
     y = nn.relu(layers.batch_norm(y, train, name='bn2', dtype=self.dtype))
     y = layers.conv(y, self.features, 3, strides=self.strides, use_bias=True, name='conv2',
-                    dtype=self.dtype)
+                    dtype=self.dtype, impl=self.conv_impl)
     if self.strides != 1 or x.shape[-1] != self.features:
       x = layers.conv(x, self.features, 1, strides=self.strides, use_bias=True,
-                      name='shortcut', dtype=self.dtype)
+                      name='shortcut', dtype=self.dtype, impl=self.conv_impl)
     return y + x
 
 
@@ -58,11 +60,12 @@ class WideResNet16_8(layers.Encoder):
     `after_stage(k, h)` is applied to the output of stage k = 1..3 (before the final BN).
     """
     x = layers.conv(x, max(1, self.width // 4), 3, use_bias=True, name='conv1',
-                    dtype=self.dtype)
+                    dtype=self.dtype, impl=self.conv_impl)
     for stage in range(self.num_stages):
       strides = 1 if stage == 0 or (self.remove_last_downsampling and stage == 2) else 2
       for block in range(2):
         x = WideBlock(self.width * 2**(stage + 1), strides if block == 0 else 1, self.dtype,
+                      self.conv_impl,
                       name=f'layer{stage + 1}_{block}')(x, train)
       x = after_stage(stage + 1, x)
     return nn.relu(layers.batch_norm(x, train, momentum=0.1, name='bn1', dtype=self.dtype))

@@ -1,7 +1,7 @@
 """ImageNet, ResNet-50 (paper Table 1: AlignMix 18.83% top-1 error at 300 epochs; Table 6:
 20.76% at 100 epochs with `--config.num_epochs=100 --config.optimizer.decay_epochs=(33,66)`).
 
-  python -m main --config configs/imagenet_resnet50.py --workdir DIR \
+  python -m alignmix_jax --config imagenet_resnet50 --workdir DIR \
       --config.dataset.data_dir=TFDS_DIR          # after the manual download, see README
 
 Paper appendix B: SGD with Nesterov momentum 0.9, weight decay 1e-4, batch 100 (4 GPUs),
@@ -12,7 +12,8 @@ parameters; `:alignmix_official` trains the authors' variant without a decoder.
 Expected runtime: several days on 8 H100-class GPUs (rough estimate, not measured).
 """
 
-from configs import default
+from alignmix_jax import methods
+from alignmix_jax.configs import default
 
 
 def get_config(method='alignmix'):
@@ -39,4 +40,4 @@ def get_config(method='alignmix'):
   config.eval.batch_size = 200
   config.eval.top_k = (1, 5)
   config.eval.programs = ('classification',)
-  return default.with_method(config, method)
+  return methods.configure(config, method)

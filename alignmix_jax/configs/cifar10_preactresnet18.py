@@ -1,16 +1,17 @@
 """CIFAR-10, PreActResNet18 (paper Table 1: AlignMix 2.83% top-1 error).
 
-  python -m main --config configs/cifar10_preactresnet18.py --workdir DIR \
+  python -m alignmix_jax --config cifar10_preactresnet18 --workdir DIR \
       --config.dataset.data_dir=DATA_DIR  # holds cifar-10-binary.tar.gz
-  python -m main --config configs/cifar10_preactresnet18.py:cutmix --workdir DIR  # baseline
+  python -m alignmix_jax --config cifar10_preactresnet18:cutmix --workdir DIR  # baseline
 
 Paper appendix B: SGD lr 0.1, momentum 0.9, weight decay 1e-4, batch 128, 2000 epochs, lr
 x0.1 at 500, 1000 and 1500; alpha 2; Sinkhorn eps 0.1, 100 iterations; A is 4x4x512.
 Expected runtime: roughly 10 s per epoch on one H100-class GPU, about 6 h for 2000 epochs
-(a rough estimate, not measured: no GPU run of this setting has been recorded yet).
+(a rough estimate, not measured).
 """
 
-from configs import default
+from alignmix_jax import methods
+from alignmix_jax.configs import default
 
 
 def get_config(method='alignmix'):
@@ -28,4 +29,4 @@ def get_config(method='alignmix'):
   config.num_epochs = 2000
   config.optimizer.decay_epochs = (500, 1000, 1500)
   config.eval.batch_size = 500
-  return default.with_method(config, method)
+  return methods.configure(config, method)

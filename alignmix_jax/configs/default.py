@@ -1,9 +1,9 @@
 """Base configuration: every field any setting can set, with the paper's defaults.
 
-Setting configs (`configs/cifar100_preactresnet18.py`, ...) start from `get_config()`
-here and override fields. This file alone trains nothing useful; it is the schema.
-Each setting config takes the method as its argument, `--config configs/<setting>.py:cutmix`,
-and `with_method` sets that method's paper hyperparameters (`BASELINES`).
+Setting configs (`cifar100_preactresnet18.py`, ...) start from `get_config()` here and
+override fields. This file alone trains nothing useful; it is the schema. Each setting
+config takes the method as its argument, `--config <setting>:cutmix`, and
+`methods.configure` sets that method's paper hyperparameters (`alignmix_jax.methods`).
 
 Field groups:
   dataset:   which data, where it lives, image size, split sizes, augmentation.
@@ -74,14 +74,17 @@ def get_config():
   # ablation); twice the native side: the last downsampling removed (the 8x8 ablation).
   config.model.feature_resolution = 0
   config.model.dtype = 'float32'  # float32 | bfloat16 (compute; parameters stay float32).
+  # How convolutions are written: 'xla' (plain, what GPUs and TPUs run), 'cpu' (the same
+  # function in the form XLA:CPU runs fast: canonical-form gradients, batch pieces), 'auto'
+  # ('cpu' on a CPU backend, else 'xla'). See alignmix_jax/models/cpu_conv.py.
+  config.model.conv = 'auto'
   # A workdir (or its checkpoints/ folder) of a run with the same encoder, e.g. ImageNet
   # ResNet-50: its latest encoder weights initialise E of a new run (CUB fine-tuning).
   config.model.pretrained = ''
 
   # Mixup method. `mode_weights` order: clean, input, latent, feature, feature_reversed.
   config.mixup = ml_collections.ConfigDict()
-  config.mixup.method = 'alignmix'  # alignmix | alignmix_official | vanilla | input_mixup |
-  #                                   manifold_mixup | cutmix
+  config.mixup.method = 'alignmix'  # A name of `alignmix_jax.methods` (`methods.names()`).
   config.mixup.alpha = 2.0  # lam ~ Beta(alpha, alpha).
   config.mixup.mode_weights = (1.0, 1.0, 1.0, 1.0, 1.0)
   config.mixup.align = True  # Align A before mixing it (False: plain feature mixup).
@@ -142,37 +145,4 @@ def get_config():
                             'tiny_imagenet_resize', 'sklearn_digits')})
   config.eval.ood_noise = ('uniform', 'gaussian')  # Built-in OOD noise sets (uniform | gaussian).
   config.eval.cam_threshold = 0.15
-  return config
-
-
-# Method -> the fields it sets: the baselines run without a decoder ("AlignMix/-" network,
-# i.e. the Baseline network of the paper), with the mixing coefficients of their papers.
-BASELINES = {
-    'alignmix': {},
-    'alignmix_official': {'model.autoencoder': 'none', 'mixup.alpha': 2.0},
-    'vanilla': {'model.autoencoder': 'none'},
-    'input_mixup': {'model.autoencoder': 'none', 'mixup.alpha': 1.0},
-    'manifold_mixup': {'model.autoencoder': 'none', 'mixup.alpha': 2.0,
-                       'mixup.manifold_layers': (0, 1, 2)},
-    'cutmix': {'model.autoencoder': 'none', 'mixup.alpha': 1.0},
-}
-
-
-def with_method(config, method):
-  """Sets `config.mixup.method = method` and the fields `BASELINES[method]` lists."""
-  if method not in BASELINES:
-    raise ValueError(f'Unknown method {method!r} in the config argument; valid: '
-                     f'{", ".join(BASELINES)}.')
-  config.mixup.method = method
-  return with_fields(config, BASELINES[method])
-
-
-def with_fields(config, fields):
-  """Sets dotted fields, e.g. `{'mixup.alpha': 1.0}`, and returns the config."""
-  for field, value in fields.items():
-    *parents, name = field.split('.')
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[name] = value
   return config

@@ -1,6 +1,6 @@
 """CIFAR-10, WRN16-8 (paper Table 1: AlignMix 3.15% top-1 error).
 
-  python -m main --config configs/cifar10_wrn16_8.py --workdir DIR \
+  python -m alignmix_jax --config cifar10_wrn16_8 --workdir DIR \
       --config.dataset.data_dir=DATA_DIR  # holds cifar-10-binary.tar.gz
 
 The CIFAR recipe of cifar10_preactresnet18.py with WRN16-8 as E; A is the 8x8x512 output of
@@ -9,7 +9,7 @@ the paper's 4x4). Expected runtime: about 2x PreActResNet18 per epoch (rough est
 measured).
 """
 
-from configs import cifar10_preactresnet18
+from alignmix_jax.configs import cifar10_preactresnet18
 
 
 def get_config(method='alignmix'):

@@ -2,8 +2,8 @@
 training time (60,000 train / 10,000 test, 10 classes).
 
   apt-get install dataset-fashion-mnist       # Debian/Ubuntu: the four IDX files
-  python -m main --config configs/fashion_mnist.py --workdir workdirs/fashion
-  python -m main --config configs/fashion_mnist.py:vanilla --workdir workdirs/fashion_vanilla
+  python -m alignmix_jax --config fashion_mnist --workdir workdirs/fashion
+  python -m alignmix_jax --config fashion_mnist:vanilla --workdir workdirs/fashion_vanilla
 
 The 28x28 grey images are zero-padded to 32x32 (CIFAR's side, so A is 4x4 as in the paper)
 and repeated to RGB. data_dir is /usr/share/datasets/fashion-mnist when that folder exists;
@@ -20,7 +20,8 @@ The default fits a CPU: the digits settings (PreActResNet18 width 16, lr 0.02) w
 
 import os
 
-from configs import default
+from alignmix_jax import methods
+from alignmix_jax.configs import default
 
 DEBIAN_DATA_DIR = '/usr/share/datasets/fashion-mnist'
 
@@ -48,4 +49,4 @@ def get_config(method='alignmix'):
   config.eval_every_epochs = 2
   config.checkpoint_every_steps = 468
   config.eval.batch_size = 500
-  return default.with_method(config, method)
+  return methods.configure(config, method)

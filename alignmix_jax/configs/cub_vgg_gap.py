@@ -1,7 +1,7 @@
 """CUB-200-2011 weakly-supervised localization, VGG-GAP (paper Table 4: AlignMix 53.71%
 top-1 localization accuracy).
 
-  python -m main --config configs/cub_vgg_gap.py --workdir DIR \
+  python -m alignmix_jax --config cub_vgg_gap --workdir DIR \
       --config.dataset.data_dir=TFDS_DIR --config.model.pretrained=IMAGENET_VGG_WORKDIR
 
 As cub_resnet50.py with VGG-GAP (VGG16 convolutions, conv 512->1024 3x3 + ReLU, global
@@ -10,7 +10,7 @@ average pooling, fully-connected classifier) and learning rates 0.001 (classifie
 Expected runtime: about 3 h on one H100-class GPU (rough estimate, not measured).
 """
 
-from configs import cub_resnet50
+from alignmix_jax.configs import cub_resnet50
 
 
 def get_config(method='alignmix'):

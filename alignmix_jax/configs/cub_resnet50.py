@@ -1,9 +1,9 @@
 """CUB-200-2011 weakly-supervised localization, ResNet-50 (paper Table 4: AlignMix 57.80%
 top-1 localization accuracy).
 
-  python -m main --config configs/cub_resnet50.py --workdir DIR \
+  python -m alignmix_jax --config cub_resnet50 --workdir DIR \
       --config.dataset.data_dir=TFDS_DIR --config.model.pretrained=IMAGENET_WORKDIR
-  python -m main --config configs/cub_resnet50.py --workdir DIR --mode eval
+  python -m alignmix_jax --config cub_resnet50 --workdir DIR --mode eval
 
 Paper appendix B: E pretrained on ImageNet (`model.pretrained`: the workdir of an
 imagenet_resnet50.py run), fine-tuned with SGD, learning rate 0.01 for the classifier and
@@ -14,7 +14,8 @@ batch 16; train: resize 256, random crop 224, flip; test: resize 224. Layer 4 ha
 Expected runtime: about 3 h on one H100-class GPU (rough estimate, not measured).
 """
 
-from configs import default
+from alignmix_jax import methods
+from alignmix_jax.configs import default
 
 
 def get_config(method='alignmix'):
@@ -38,6 +39,6 @@ def get_config(method='alignmix'):
   config.eval_every_epochs = 50
   config.eval.batch_size = 64
   config.eval.programs = ('classification', 'localization')
-  config = default.with_method(config, method)
+  config = methods.configure(config, method)
   config.model.autoencoder = 'none'  # CAM needs g on the pooled A.
   return config

@@ -1,6 +1,6 @@
 """Tiny-ImageNet, PreActResNet18 (paper Table 1: AlignMix 32.73% top-1 error; Table 2 FGSM).
 
-  python -m main --config configs/tiny_imagenet_preactresnet18.py --workdir DIR \
+  python -m alignmix_jax --config tiny_imagenet_preactresnet18 --workdir DIR \
       --config.dataset.data_dir=/data/tiny-imagenet-200
 
 Paper appendix B: SGD lr 0.1, momentum 0.9, weight decay 1e-4, batch 128 (the authors'
@@ -10,7 +10,8 @@ official `val` folder. Expected runtime: roughly 4x a CIFAR epoch per epoch, abo
 on one H100-class GPU for 1200 epochs (rough estimate, not measured).
 """
 
-from configs import default
+from alignmix_jax import methods
+from alignmix_jax.configs import default
 
 
 def get_config(method='alignmix'):
@@ -29,4 +30,4 @@ def get_config(method='alignmix'):
   config.num_epochs = 1200
   config.optimizer.decay_epochs = (600, 900)
   config.eval.programs = ('classification', 'attacks', 'calibration')
-  return default.with_method(config, method)
+  return methods.configure(config, method)

@@ -1,0 +1,118 @@
+"""Every check of a run's settings, in one place: `validate(config, num_devices, mode)`.
+
+The training loop and the evaluation runner call it once, before anything is created,
+loaded or compiled, so a setting that cannot run ends the run at once with a ValueError (or
+FileNotFoundError) that names the field and the fix. The checks of each part belong to its
+module (`methods.check`, `models.create_model`, `alignment.check_settings`,
+`losses.check_reconstruction_loss`, `data.backend`, `ood.check_set_names`); this module
+calls them all, and holds the checks that span parts (loop counts, batch sizes over the
+devices, evaluation programs).
+"""
+
+import os
+
+from alignmix_jax import alignment
+from alignmix_jax import data
+from alignmix_jax import evaluation
+from alignmix_jax import losses
+from alignmix_jax import methods
+from alignmix_jax import models
+from alignmix_jax.evaluation import ood
+
+MODES = ('train', 'eval')
+# Loop fields: (name, what a value means), each an integer >= 1.
+_LOOP_FIELDS = (
+    ('log_every_steps', 'train metrics are averaged over that many steps'),
+    ('checkpoint_every_steps', 'a checkpoint is saved every that many steps'),
+    ('eval_every_epochs', 'test top-1 is measured every that many epochs'),
+    ('keep_checkpoints', 'that many latest checkpoints are kept; 0 would delete every one'),
+)
+
+
+def validate(config, num_devices, *, mode='train'):
+  """Raises a clear error for settings of `config` that cannot run on `num_devices`.
+
+  Args:
+    config: the full config.
+    num_devices: devices of the run (all processes).
+    mode: 'train' (the model, method, step, data and loop settings) or 'eval' (the model,
+      the data and the evaluation programs).
+
+  Raises:
+    ValueError: a setting that cannot run (the message names the field and the fix).
+    FileNotFoundError: an OOD folder that does not exist ('eval').
+  """
+  if mode not in MODES:
+    raise ValueError(f'Unknown validation mode {mode!r}; valid: {", ".join(MODES)}.')
+  model = models.create_model(config)  # Unknown names, geometry.
+  data.backend(config.dataset)  # Unknown dataset, pipeline or augmentation.
+  _check_batch('eval.batch_size', config.eval.batch_size, num_devices)
+  if mode == 'train':
+    methods.check(config, model.num_stages)
+    alignment.check_settings(config.mixup.sinkhorn_eps, config.mixup.sinkhorn_iters)
+    losses.check_reconstruction_loss(config.mixup.reconstruction_loss)
+    if config.mixup.align_latent and (config.model.latent != 'tensor'
+                                      or config.model.autoencoder != 'ae'):
+      raise ValueError("mixup.align_latent aligns the tensor Z: it needs "
+                       "model.latent='tensor' and model.autoencoder='ae'.")
+    _check_loop(config)
+    _check_batch('batch_size', config.batch_size, num_devices)
+  else:
+    _check_programs(config)
+
+
+def _check_batch(field, value, num_devices):
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise ValueError(f'{field}={value!r} must be a positive integer.')
+  if value % num_devices:
+    raise ValueError(f'{field}={value} must be a multiple of the number of devices '
+                     f'({num_devices}).')
+
+
+def _check_loop(config):
+  for field, why in _LOOP_FIELDS:
+    value = config[field]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f'{field}={value!r} must be an integer >= 1 ({why}).')
+  if config.checkpoint_every_steps % config.log_every_steps:
+    raise ValueError(
+        f'checkpoint_every_steps={config.checkpoint_every_steps} must be a multiple of '
+        f'log_every_steps={config.log_every_steps}, so that a resumed run averages its '
+        'metrics over the same windows as an uninterrupted one.')
+
+
+def _check_programs(config):
+  """The evaluation settings (`config.eval`) of `--mode eval`."""
+  programs = tuple(config.eval.programs)
+  unknown = [name for name in programs if name not in evaluation.PROGRAMS]
+  if unknown or not programs:
+    raise ValueError(f'config.eval.programs must list evaluation programs; unknown: {unknown} '
+                     f'(got {programs}); valid: {sorted(evaluation.PROGRAMS)}.')
+  num_classes = config.dataset.num_classes
+  if 'classification' in programs and not all(1 <= k <= num_classes for k in config.eval.top_k):
+    raise ValueError(f'config.eval.top_k = {tuple(config.eval.top_k)} needs 1 <= k <= '
+                     f'config.dataset.num_classes = {num_classes}.')
+  examples = config.eval.attack_examples
+  if examples and (examples < 0 or examples % config.eval.batch_size):
+    raise ValueError(f'config.eval.attack_examples = {examples} must be 0 (the whole test '
+                     f'split) or a positive multiple of config.eval.batch_size = '
+                     f'{config.eval.batch_size}.')
+  if 'ood' in programs:
+    folders = ood.folders(config.eval)
+    ood.check_set_names(tuple(config.eval.ood_noise), tuple(folders))
+    for name, path in folders.items():
+      if not os.path.isdir(path):
+        raise FileNotFoundError(f'OOD folder {name!r}: {path} is not a directory. Put the '
+                                f'images there, fix config.eval.ood_folders.{name}, or set '
+                                "it to '' (not used).")
+      data.split_size(data.unlabeled_folder(config.dataset, path), 'test')  # No images: error.
+  if 'localization' in programs:
+    if config.model.autoencoder != 'none':
+      raise ValueError("The localization program needs CAMs, which the model defines only "
+                       "without a decoder: set config.model.autoencoder = 'none' (got "
+                       f'{config.model.autoencoder!r}) or drop localization from '
+                       'config.eval.programs.')
+    if not config.dataset.with_bbox:
+      raise ValueError('The localization program needs true boxes: set '
+                       'config.dataset.with_bbox = True on a dataset with boxes '
+                       '(caltech_birds2011).')
