@@ -5,7 +5,9 @@ Library entry points:
   alignmix_jax.mixup: input, latent, aligned-feature, manifold and CutMix operators.
   alignmix_jax.models: encoders, decoder, heads and `create_model(config)`.
   alignmix_jax.data: datasets and batches, on the accelerators or through tf.data.
-Training (`train`, `train_step`, `modes`) and evaluation (`evaluation`) run from `main.py`.
+  alignmix_jax.configs, alignmix_jax.methods: the paper's settings and the methods.
+The command line, `python -m alignmix_jax --config digits --workdir DIR` (`cli`), trains
+(`train`, `train_step`) and evaluates (`evaluation`); docs/design.md maps the modules.
 """
 
 __version__ = '0.2.0'

@@ -80,8 +80,8 @@ class Checkpoints:
     steps = sorted(self.manager.all_steps(), reverse=True)
     if step is None and not steps:
       raise FileNotFoundError(
-          f'No checkpoint in {self.directory}. Train first with `python -m main --config '
-          '<config> --workdir <workdir>` (same workdir), or point --workdir at a run.')
+          f'No checkpoint in {self.directory}. Train first with `python -m alignmix_jax --config '
+          '<setting> --workdir <workdir>` (same workdir), or point --workdir at a run.')
     if step is not None and step not in steps:
       raise FileNotFoundError(f'No checkpoint for step {step} in {self.directory}; it has '
                               f'steps {sorted(steps)}.')

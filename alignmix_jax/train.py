@@ -6,7 +6,7 @@ metrics every `log_every_steps`, test top-1 every `eval_every_epochs` (final and
 checkpoint every `checkpoint_every_steps`. Metrics go to TensorBoard, the log and
 `<workdir>/metrics.jsonl`.
 
-Guarantees (README, Training):
+Guarantees (docs/training.md):
   * exact resume: a run restarted from a checkpoint (e.g. after SIGKILL) yields the same
     batches, random draws and metrics at every later step as an uninterrupted run (train
     metrics are averaged over windows that end at multiples of `log_every_steps`, and
@@ -110,7 +110,7 @@ class _Plan:
                           else int(config.num_epochs * steps_per_epoch)),
                steps_per_epoch=steps_per_epoch, log_every=config.log_every_steps,
                checkpoint_every=config.checkpoint_every_steps,
-               eval_every=max(1, int(config.eval_every_epochs * steps_per_epoch)))
+               eval_every=config.eval_every_epochs * steps_per_epoch)
 
   def logs(self, step):
     return step % self.log_every == 0

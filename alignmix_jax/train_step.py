@@ -244,9 +244,8 @@ def train_step(state, batch, *, model, table, settings, alpha, num_classes, sche
   updated = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                           batch_stats=batch_stats, opt_state=opt_state)
   finite = _all_finite((loss, grads))
-  # One conditional, not a `jnp.where` per leaf: XLA fused the chain of per-leaf tests that
-  # makes `finite` into every one of those, an HLO quadratic in the number of leaves (over
-  # a second of compile time with the decoder).
+  # One conditional, not a `jnp.where` per leaf: XLA would fuse the chain of per-leaf tests
+  # that makes `finite` into every one of those, an HLO quadratic in the number of leaves.
   new_state = lax.cond(finite, lambda: updated, lambda: state)
   row_error = lax.pmax(aux.pop('sinkhorn_row_error'), AXIS)
   metrics = {'loss': loss, **lax.pmean(aux, AXIS), 'lam': lam, 'mode': mode,

@@ -10,8 +10,8 @@ code, AlignMix with the autoencoder), then the `VARIANTS` of AlignMix: without t
 autoencoder (AlignMix/-, `model.autoencoder=none`) and two cheap rows of Table 5, A mixed
 unaligned (`mixup.align=False`) and aligned at 2x2 (`feature_resolution=2`).
 
-Every run is a workdir `<out>/runs/<row>_seed<k>`: `python -m main` trains it (and resumes it
-if the comparison was killed), then `--mode eval` writes its `eval.json`; a run whose
+Every run is a workdir `<out>/runs/<row>_seed<k>`: `python -m alignmix_jax` trains it (and
+resumes it if the comparison was killed), then `--mode eval` writes its `eval.json`; a run whose
 eval.json exists is not run again. So the command restarts where it stopped. The near-OOD
 set is scikit-learn's digits written as an image folder (`<out>/ood_sklearn_digits`), which
 no method trained on. Outputs in `<out>`: `results.json` (every run), `results.md` (the
@@ -116,7 +116,8 @@ def run_one(config, row, seed, overrides, out_dir, near_ood):
   fields = {**{k: cli_value(v) for k, v in row_overrides.items()}, **overrides,
             'seed': str(seed), 'eval.ood_folders.sklearn_digits': near_ood}
   args = [f'--config.{field}={value}' for field, value in fields.items()]
-  base = [sys.executable, '-m', 'main', '--config', f'{config}:{method}', '--workdir', workdir]
+  base = [sys.executable, '-m', 'alignmix_jax', '--config', f'{config}:{method}', '--workdir',
+          workdir]
   timing = os.path.join(workdir, 'compare_seconds.json')
   if not os.path.exists(os.path.join(workdir, 'eval.json')):
     start = time.perf_counter()

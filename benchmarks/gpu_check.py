@@ -1,4 +1,4 @@
-"""Everything the README should know about an accelerator, in one command (< 8 min on one GPU).
+"""Everything the documents quote of an accelerator, in one command (< 8 min on one GPU).
 
   python -m benchmarks.gpu_check [--fashion_dir DIR] [--epochs 3] [--out FILE]
   python -m benchmarks.gpu_check --tiny --fashion_dir DIR     # CPU smoke test (CI)
@@ -101,7 +101,7 @@ def fashion_mnist(args, out):
                     '--config.checkpoint_every_steps=8', '--config.eval.batch_size=100',
                     '--config.mixup.sinkhorn_iters=10']
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, '-m', 'main', '--config', 'fashion_mnist',
+    done = subprocess.run([sys.executable, '-m', 'alignmix_jax', '--config', 'fashion_mnist',
                            '--workdir', workdir, *overrides], cwd=ROOT, capture_output=True,
                           text=True, check=False)
     wall_s = time.perf_counter() - start

@@ -25,7 +25,8 @@ decoder), as a user would run them.
 Every row is compiled (`--compile_repeats` times, the rows taking turns: the compile time
 is the median), then the rows take turns, one step each, `--steps` times (drift in the
 machine's speed affects all rows alike). Each row: compile time (lower + compile), the
-median and mean step time over its `--steps` steps after one warm-up step, the median per
+median, mean, 10th and 90th percentile step time over its `--steps` steps after one warm-up
+step, the median per
 drawn mode, images/s (from the mean), the compiled step's memory (XLA's memory analysis),
 the device's peak memory so far (where the backend reports it) and the FLOPs XLA counts
 per step (with `--peak_tflops`, the model FLOPs utilisation).
@@ -213,6 +214,8 @@ def _record(row, config, compiled, compile_s, timer, *, mesh, peak_tflops, repea
       'batch': config.batch_size, 'devices': mesh.size, 'dtype': config.model.dtype,
       'steps': len(times), 'compile_s': round(compile_s, 2), 'compile_repeats': repeats,
       'step_ms_median': round(1e3 * median_s, 2), 'step_ms_mean': round(1e3 * mean_s, 2),
+      'step_ms_p10': round(1e3 * float(np.percentile(times, 10)), 2),
+      'step_ms_p90': round(1e3 * float(np.percentile(times, 90)), 2),
       'step_ms_by_mode': {
           names[i]: round(1e3 * statistics.median(t for t, d in zip(times, drawn) if d == i), 2)
           for i in sorted(set(drawn))},

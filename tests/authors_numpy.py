@@ -1,7 +1,8 @@
-"""The authors' computations in NumPy (float64, or float32 to measure round-off), written for the tests from their description
-(`../shared/REFERENCE.md`; no code of theirs): the PreActResNet18, WRN16-8 and ResNet-50
-encoders, their Sinkhorn loop and their aligned feature mixup. Independent of the Flax
-code: the networks read a Flax variable tree only as a dictionary of weights.
+"""The authors' computations in NumPy (float64, or float32 to measure round-off), written for
+the tests from their description (`../shared/REFERENCE.md`; no code of theirs): the
+PreActResNet18, WRN16-8 and ResNet-50 encoders, their Sinkhorn loop and their aligned feature
+mixup. Independent of the Flax code: the networks read a Flax variable tree only as a
+dictionary of weights.
 
 Layout: images and feature maps `[B, H, W, C]`; conv kernels `[k, k, Cin, Cout]` (the
 PyTorch `[Cout, Cin, k, k]` transposed); PyTorch's symmetric zero padding (k - 1) // 2.

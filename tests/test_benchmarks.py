@@ -116,7 +116,7 @@ def test_gpu_check_runs_end_to_end_at_a_tiny_size(tmp_path):
 
 
 def test_compare_methods_writes_the_table_and_restarts_where_it_stopped(tmp_path):
-  args = ['--out', str(tmp_path), '--config', 'configs/digits.py', '--budget', 'tiny',
+  args = ['--out', str(tmp_path), '--config', 'digits', '--budget', 'tiny',
           '--rows', 'vanilla,alignmix', '--seeds', '0,1']
   result = subprocess.run([sys.executable, '-m', 'benchmarks.compare_methods', *args],
                           cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
@@ -130,7 +130,7 @@ def test_compare_methods_writes_the_table_and_restarts_where_it_stopped(tmp_path
       assert json.load(f)['top1_error'] == record['top1_error']
     assert 'ood/sklearn_digits/auroc' in record and 'pgd_error' in record
   table = (tmp_path / 'results.md').read_text()
-  assert '| AlignMix/AE |' in table and '| vanilla |' in table and '+-' in table
+  assert '| AlignMix/AE |' in table and '| Baseline |' in table and '+-' in table
   for name in ('reliability_best_worst.png', 'figure3_interpolations.png'):
     assert (tmp_path / name).stat().st_size > 1000
   again = subprocess.run([sys.executable, '-m', 'benchmarks.compare_methods', *args], cwd=REPO,

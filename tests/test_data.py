@@ -17,12 +17,16 @@ import pytest
 from jax.sharding import PartitionSpec as P
 from PIL import Image
 
+import helpers
+import tiny_config
 from alignmix_jax import data
 from alignmix_jax import metric_logging
 from alignmix_jax import parallel
-from alignmix_jax.data import arrays
-from alignmix_jax.data import device
+from alignmix_jax import validation
 from alignmix_jax.configs import default
+from alignmix_jax.data import arrays
+from alignmix_jax.data import catalog
+from alignmix_jax.data import device
 
 
 def _config(**fields):
@@ -243,6 +247,53 @@ def test_fit_resizes_the_shorter_side_and_crops_the_centre():
   assert arrays.fit(same, 4) is same
 
 
+def test_a_missing_tiny_imagenet_val_file_is_named(tmp_path):
+  root = tmp_path / 'tiny'
+  rng = np.random.default_rng(0)
+  for wnid in ('n01', 'n02'):
+    os.makedirs(root / 'train' / wnid / 'images')
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+        root / 'train' / wnid / 'images' / f'{wnid}_0.png')
+  os.makedirs(root / 'val' / 'images')
+  (root / 'val' / 'val_annotations.txt').write_text('gone.png\tn01\t0\t0\t1\t1\n')
+  (root / 'train' / 'stray.txt').write_text('not a class')  # A stray file in train/.
+  config = _config(name='tiny_imagenet', data_dir=str(root), image_size=8, num_classes=2,
+                   train_size=2, test_split='val', test_size=1)
+  paths, labels = catalog.tiny_imagenet_files(config, 'train')  # The stray file is no class.
+  assert labels == [0, 1] and all(path.endswith('.png') for path in paths)
+  with pytest.raises(ValueError, match=r'Cannot decode the image .*val/images/gone.png'):
+    arrays.load(config, 'test')
+
+
+def test_a_one_bit_bmp_is_decoded(tmp_path):
+  folder = tmp_path / 'ood'
+  os.makedirs(folder)
+  bits = np.zeros((8, 8), bool)
+  bits[2:6, 2:6] = True
+  Image.fromarray(bits).convert('1').save(folder / 'mask.bmp')
+  config = _config(name='image_folder', data_dir=str(folder), image_size=8)
+  image = arrays.load(config, 'test')['image'][0]
+  expected = np.repeat(np.where(bits, 255, 0).astype(np.uint8)[..., None], 3, axis=-1)
+  np.testing.assert_array_equal(image, expected)  # Every pixel, white inside, black outside.
+
+
+def test_ood_folders_in_the_odin_layout_are_read_unlabeled(tmp_path):
+  """The ODIN archives unpack to one subfolder (LSUN_resize/LSUN_resize/*.jpg): every image
+  below the folder is an OOD image, none a class."""
+  inner = tmp_path / 'LSUN_resize' / 'LSUN_resize'
+  os.makedirs(inner)
+  rng = np.random.default_rng(0)
+  for index in range(5):
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+        inner / f'{index}.jpg')
+  config = tiny_config.get_config()
+  config.eval.ood_folders.lsun_resize = str(tmp_path / 'LSUN_resize')
+  validation.validate(config, 1, mode='eval')
+  loaded = arrays.load(data.unlabeled_folder(config.dataset,
+                                             config.eval.ood_folders.lsun_resize), 'test')
+  assert loaded['image'].shape == (5, 16, 16, 3) and (loaded['label'] == -1).all()
+
+
 # The device-resident back end.
 
 
@@ -403,15 +454,6 @@ def _main_without_tensorflow(*args):
                         text=True, timeout=600, check=False)
 
 
-def _tensorboard_scalars(logdir):
-  """{tag: [(step, value)]} read back from the TensorBoard event files in `logdir`."""
-  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
-  accumulator = event_accumulator.EventAccumulator(str(logdir))
-  accumulator.Reload()
-  return {tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
-          for tag in accumulator.Tags()['scalars']}
-
-
 def test_digits_trains_and_evaluates_without_tensorflow(tmp_path):
   common = ['--config', os.path.join(REPO, 'tests', 'tiny_config.py'), '--workdir',
             str(tmp_path), '--config.num_train_steps=4', '--config.eval.pgd_iters=2']
@@ -420,7 +462,7 @@ def test_digits_trains_and_evaluates_without_tensorflow(tmp_path):
   lines = metric_logging.read_jsonl(str(tmp_path))
   assert [line['step'] for line in lines if 'train/loss' in line] == [2, 4]
   assert lines[-1]['step'] == 4 and 'test/top1' in lines[-1]
-  events = _tensorboard_scalars(tmp_path)  # The same scalars in the event files.
+  events = helpers.tensorboard_scalars(tmp_path)  # The same scalars in the event files.
   assert [step for step, _ in events['train/loss']] == [2, 4]
   for line in lines:
     for name, value in line.items():
@@ -431,7 +473,7 @@ def test_digits_trains_and_evaluates_without_tensorflow(tmp_path):
   with open(tmp_path / 'eval.json', encoding='utf-8') as f:
     results = json.load(f)
   assert {'top1_error', 'fgsm_error', 'pgd_error', 'ece', 'ood/uniform/auroc'} <= set(results)
-  assert _tensorboard_scalars(tmp_path / 'eval')['top1_error'][0][0] == 4
+  assert helpers.tensorboard_scalars(tmp_path / 'eval')['top1_error'][0][0] == 4
 
 
 def test_fashion_mnist_config_trains_without_tensorflow(tmp_path):
@@ -446,5 +488,9 @@ def test_fashion_mnist_config_trains_without_tensorflow(tmp_path):
       '--config.eval.batch_size=20')
   assert result.returncode == 0, result.stderr[-3000:]
   lines = metric_logging.read_jsonl(str(tmp_path / 'run'))
-  assert lines[-1]['step'] == 4 and 0 <= lines[-1]['test/top1'] <= 100
-  assert 'train/loss' in _tensorboard_scalars(tmp_path / 'run')
+  top1 = lines[-1]['test/top1']
+  assert lines[-1]['step'] == 4 and 0 <= top1 <= 100
+  assert top1 / 5 == pytest.approx(round(top1 / 5), abs=1e-4)  # Of 20 test images: 5% each.
+  events = helpers.tensorboard_scalars(tmp_path / 'run')
+  assert [step for step, _ in events['train/loss']] == [2, 4]
+  assert events['test/top1'] == [(4, pytest.approx(top1))]

@@ -1,4 +1,5 @@
-"""Evaluation programs: metrics against independent references, attacks, CAM boxes, runner."""
+"""Evaluation programs: metrics against independent references, attacks, CAM boxes, runner.
+(The checks of the evaluation settings: test_validation.py.)"""
 
 import json
 
@@ -17,7 +18,6 @@ from alignmix_jax.evaluation import calibration
 from alignmix_jax.evaluation import classification
 from alignmix_jax.evaluation import localization
 from alignmix_jax.evaluation import ood
-from alignmix_jax import validation
 from alignmix_jax.evaluation import runner
 from alignmix_jax.configs import default
 
@@ -456,23 +456,3 @@ def test_run_programs_writes_every_key_and_figure(tmp_path, monkeypatch):
   for name in ('reliability.png', 'localization.png', 'ood.md'):
     assert (workdir / 'eval' / name).stat().st_size > 100
   assert titles == [f"digits (step 440): ECE = {results['ece']:.2f}%"]
-
-
-def test_runner_rejects_bad_configs_with_the_fix(tmp_path):
-  config = tiny_config(tmp_path, ('classification', 'robustness'))
-  with pytest.raises(ValueError, match=r"unknown: \['robustness'\].*valid: \['attacks', "
-                                       r"'calibration', 'classification', 'localization', 'ood'\]"):
-    validation.validate(config, 1, mode='eval')
-  config.eval.programs = ('ood',)
-  missing = str(tmp_path / 'no_such_folder')
-  config.eval.ood_folders.isun = missing
-  with pytest.raises(FileNotFoundError, match=f'{missing}.*config.eval.ood_folders.isun'):
-    validation.validate(config, 1, mode='eval')
-  config.eval.programs = ('localization',)
-  config.model.autoencoder = 'ae'
-  with pytest.raises(ValueError, match="autoencoder = 'none'"):
-    validation.validate(config, 1, mode='eval')
-  config.eval.programs = ('classification',)
-  config.eval.top_k = (1, 5)
-  with pytest.raises(ValueError, match='num_classes = 3'):
-    validation.validate(config, 1, mode='eval')

@@ -132,16 +132,76 @@ def test_aligned_feature_mix_is_the_authors_13_or_14(reverse):
     np.testing.assert_allclose(weights[i], assignment, rtol=1e-4, atol=1e-6)
 
 
-def test_operators_jit_without_python_loops():
-  @jax.jit
-  def everything(rng, images, features):
-    k1, k2, k3 = jax.random.split(rng, 3)
-    lam = mixup.sample_lam(k1, 2.0)
-    perm = mixup.sample_permutation(k2, images.shape[0])
-    cut, lam_box = mixup.cutmix(k3, lam, images, perm)
-    aligned, _ = mixup.aligned_feature_mix(lam, features, perm)
-    return mixup.mix_with_partner(lam, images, perm), cut, lam_box, aligned
+def _equations(jaxpr):
+  """The number of equations of a jaxpr and of every jaxpr nested in it (loops, branches,
+  calls): the size of the traced program."""
+  count = 0
+  for equation in jaxpr.eqns:
+    count += 1
+    for param in equation.params.values():
+      for sub in param if isinstance(param, (tuple, list)) else (param,):
+        if hasattr(sub, 'eqns'):
+          count += _equations(sub)
+        elif hasattr(sub, 'jaxpr') and hasattr(sub.jaxpr, 'eqns'):
+          count += _equations(sub.jaxpr)
+  return count
 
-  outs = everything(jax.random.PRNGKey(0), jnp.ones((8, 8, 8, 3)),
-                    jax.random.normal(jax.random.PRNGKey(1), (8, 4, 4, 16)))
-  assert all(bool(jnp.all(jnp.isfinite(o))) for o in outs)
+
+def _everything(rng, images, features, labels):
+  """Every operator on one batch, as a step uses them."""
+  k1, k2, k3 = jax.random.split(rng, 3)
+  lam = mixup.sample_lam(k1, 2.0)
+  perm = mixup.sample_permutation(k2, images.shape[0])
+  cut, lam_box = mixup.cutmix(k3, lam, images, perm)
+  aligned, _ = mixup.aligned_feature_mix(lam, features, perm, reverse=False)
+  aligned_reversed, _ = mixup.aligned_feature_mix(lam, features, perm, reverse=True)
+  targets = mixup.mix_labels(lam, mixup.one_hot(labels, 10), perm)
+  return {'lam': lam, 'perm': perm, 'mixed': mixup.mix_with_partner(lam, images, perm),
+          'cut': cut, 'lam_box': lam_box, 'aligned': aligned,
+          'aligned_reversed': aligned_reversed, 'targets': targets}
+
+
+def _inputs(batch):
+  k1, k2 = jax.random.split(jax.random.PRNGKey(batch))
+  images = jax.random.uniform(k1, (batch, 8, 8, 3))
+  # Non-negative features of varying magnitude, as a ReLU network's.
+  features = jax.nn.relu(jax.random.normal(k2, (batch, 2, 2, 8))) * jnp.exp(
+      jax.random.normal(jax.random.fold_in(k2, 1), (batch, 2, 2, 1)))
+  return images, features, jnp.arange(batch) % 10
+
+
+def test_operators_jit_without_python_loops():
+  """Every operator is traced once for the whole batch: the program has the same number of
+  equations (nested loops and branches included) for 2 and for 16 examples, where a Python
+  loop over examples or pairs would add some per example; and jitted, it computes what the
+  NumPy references compute (the authors' alignment, CutMix's `rand_bbox`)."""
+  rng = jax.random.PRNGKey(5)
+  sizes = {batch: _equations(jax.make_jaxpr(_everything)(rng, *_inputs(batch)).jaxpr)
+           for batch in (2, 16)}
+  assert sizes[2] == sizes[16] > 50, sizes
+
+  def looped(features, perm):  # What the check catches: operations per pair.
+    return jnp.stack([mixup.mix(0.5, features[i], features[perm[i]])
+                      for i in range(features.shape[0])])
+  loop_sizes = [_equations(jax.make_jaxpr(looped)(_inputs(batch)[1], jnp.arange(batch)).jaxpr)
+                for batch in (2, 16)]
+  assert loop_sizes[0] < loop_sizes[1], loop_sizes
+
+  images, features, labels = _inputs(8)
+  out = jax.device_get(jax.jit(_everything)(rng, images, features, labels))
+  images, features = np.asarray(images, np.float64), np.asarray(features, np.float64)
+  lam, perm = float(out['lam']), np.asarray(out['perm'])
+  assert 0 < lam < 1 and sorted(perm) == list(range(8)) and (perm != np.arange(8)).any()
+  np.testing.assert_allclose(out['mixed'], lam * images + (1 - lam) * images[perm],
+                             rtol=1e-6, atol=1e-6)
+  y = np.eye(10)[np.asarray(labels)]
+  np.testing.assert_allclose(out['targets'], lam * y + (1 - lam) * y[perm], rtol=1e-6,
+                             atol=1e-7)
+  mask, lam_box = rand_bbox(jax.random.split(rng, 3)[2], lam, 8, 8)
+  assert 0 < mask.sum() < mask.size  # A box, not all or nothing.
+  np.testing.assert_allclose(out['cut'], images * (1 - mask) + images[perm] * mask,
+                             rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(out['lam_box'], lam_box, atol=1e-6)
+  for reverse, key in ((False, 'aligned'), (True, 'aligned_reversed')):
+    expected = authors_numpy.aligned_mixup(features, perm, lam, reverse)
+    np.testing.assert_allclose(out[key], expected, rtol=1e-5, atol=1e-5, err_msg=key)

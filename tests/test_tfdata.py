@@ -260,20 +260,6 @@ def test_process_shards_are_disjoint_and_cover_the_split(tmp_path):
   assert len(epoch[0]) == len(set(epoch[0])) == 4 == len(epoch[1]) == len(set(epoch[1]))
 
 
-def test_global_batches_assembles_sharded_arrays_in_order():
-  mesh = jax.make_mesh((jax.device_count(),), ('batch',))
-  local = [{'image': np.full((2 * jax.local_device_count(), 3), step, np.float32),
-            'label': np.arange(2 * jax.local_device_count(), dtype=np.int32)}
-           for step in range(5)]
-  result = list(parallel.global_batches(iter(local), mesh, prefetch=2))
-  assert [np.asarray(batch['image'])[0, 0] for batch in result] == [0, 1, 2, 3, 4]
-  assert result[0]['image'].shape == (2 * jax.device_count(), 3)
-  assert result[0]['label'].sharding.spec == jax.sharding.PartitionSpec('batch')
-  assert np.array_equal(np.asarray(result[3]['label']), local[3]['label'])
-  with pytest.raises(ValueError, match="axis named 'batch'"):
-    parallel.global_batches(iter(local), jax.make_mesh((1,), ('data',)))
-
-
 # tfds datasets, mocked: metadata written here, examples from tfds.testing.mock_data.
 
 

@@ -1,121 +1,38 @@
-"""Tests of the training loop through `python -m main`: checkpoints, exact resume after
-SIGKILL, SIGTERM, non-finite losses, two processes, clear errors."""
+"""Tests of the training loop (`alignmix_jax.train`), mostly through `python -m main`: exact
+resume after SIGKILL, non-finite losses, two processes, the metrics windows, the console.
+
+The checkpoint files are tested in test_checkpointing.py, the settings' checks in
+test_validation.py, the faults of a run (locks, SIGTERM, damaged files) in test_faults.py."""
 
 import json
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
-import time
 
 import jax
 import numpy as np
 import pytest
 
-import conftest
+import helpers
 import tiny_config
 from alignmix_jax import checkpointing
-from alignmix_jax import metric_logging
 from alignmix_jax import methods
-from alignmix_jax import parallel
 from alignmix_jax import train
-from alignmix_jax import state as state_lib
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ['--config', os.path.join(REPO, 'tests', 'tiny_config.py')]
-TIMING = ('steps_per_sec', 'uptime')  # Wall-clock figures differ between runs.
-
-
-def _main(workdir, *overrides, devices=2, extra=(), **popen):
-  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS=(
-      f'{conftest.FAST_COMPILE} --xla_force_host_platform_device_count={devices}'))
-  args = [sys.executable, '-m', 'main', *TINY, '--workdir', str(workdir), *extra,
-          *(f'--config.{o}' for o in overrides)]
-  return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, **popen)
-
-
-def _finish(process, timeout=600):
-  output, _ = process.communicate(timeout=timeout)
-  return process.returncode, output
-
-
-def _scalars(workdir):
-  """metrics.jsonl without the timing figures, as {(step, name): value}."""
-  return {(line['step'], name): value for line in metric_logging.read_jsonl(str(workdir))
-          for name, value in line.items() if name != 'step' and name not in TIMING}
-
-
-def _wait_for(path, process, timeout=600):
-  """Waits until `path` exists and is not empty, while `process` runs."""
-  start = time.time()
-  while not os.path.exists(path) or not os.path.getsize(path):
-    assert process.poll() is None, process.communicate()[0][-3000:]
-    assert time.time() - start < timeout, f'{path} never appeared'
-    time.sleep(0.05)
-
-
-def _fresh_state(config, seed):
-  config = config.copy_and_resolve_references()
-  config.seed = seed
-  return state_lib.create_train_state(config, parallel.data_mesh(), steps_per_epoch=10)
-
-
-def test_checkpoint_save_and_restore_give_back_the_same_state(tmp_path):
-  config = tiny_config.get_config()
-  state = _fresh_state(config, seed=3)
-  state = state.replace(step=state.step + 7)
-  checkpoints = checkpointing.Checkpoints(tmp_path)
-  checkpoints.save(state, {'best_top1': 12.5})
-  checkpoints.wait()
-  restored, progress = checkpoints.restore(state)
-  checkpoints.close()
-  assert progress == {'best_top1': 12.5}
-  assert int(restored.step) == 7
-  for before, after in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
-    np.testing.assert_array_equal(np.asarray(after), np.asarray(before))
-  variables, step = checkpointing.restore_variables(tmp_path, config)
-  assert step == 7
-  np.testing.assert_array_equal(jax.tree.leaves(variables['params'])[0],
-                                jax.tree.leaves(state.params)[0])
-
-
-def test_pretrained_encoder_initialises_only_the_encoder(tmp_path):
-  source = _fresh_state(tiny_config.get_config(), seed=1)
-  checkpoints = checkpointing.Checkpoints(tmp_path)
-  checkpoints.save(source, {'best_top1': 0.0})
-  checkpoints.wait()
-  checkpoints.close()
-  target_config = tiny_config.with_overrides(**{'dataset.num_classes': 5})
-  fresh = _fresh_state(target_config, seed=2)
-  loaded = checkpointing.load_pretrained_encoder(str(tmp_path), fresh)
-  for got, saved in zip(jax.tree.leaves(loaded.params['encoder']),
-                        jax.tree.leaves(source.params['encoder'])):
-    np.testing.assert_array_equal(np.asarray(got), np.asarray(saved))
-  np.testing.assert_array_equal(loaded.params['classifier']['fc']['kernel'],
-                                fresh.params['classifier']['fc']['kernel'])
-  with pytest.raises(ValueError, match='does not match'):
-    checkpointing.load_pretrained_encoder(
-        str(tmp_path), _fresh_state(tiny_config.with_overrides(**{'model.width': 8}), 3))
-  with pytest.raises(FileNotFoundError, match='no checkpoints'):
-    checkpointing.load_pretrained_encoder(str(tmp_path / 'nothing'), fresh)
-
 
 def test_exact_resume_after_sigkill(tmp_path):
   steps = ['num_train_steps=40', 'checkpoint_every_steps=4']
-  code, output = _finish(_main(tmp_path / 'reference', *steps, extra=['--verbosity', '1']))
+  code, output = helpers.finish(helpers.main(tmp_path / 'reference', *steps,
+                                             extra=['--verbosity', '1']))
   assert code == 0, output[-3000:]
   assert 'orbax' in output and 'train/mode_fraction' in output  # Everything at verbosity 1.
-  killed = _main(tmp_path / 'resumed', *steps)
-  _wait_for(tmp_path / 'resumed' / 'checkpoints' / '4', killed)
+  killed = helpers.main(tmp_path / 'resumed', *steps)
+  helpers.wait_for(tmp_path / 'resumed' / 'checkpoints' / '4', killed)
   killed.send_signal(signal.SIGKILL)
-  assert _finish(killed)[0] == -signal.SIGKILL
-  code, output = _finish(_main(tmp_path / 'resumed', *steps))
+  assert helpers.finish(killed)[0] == -signal.SIGKILL
+  code, output = helpers.finish(helpers.main(tmp_path / 'resumed', *steps))
   assert code == 0, output[-3000:]
   assert 'Resumed from step' in output
-  expected, got = _scalars(tmp_path / 'reference'), _scalars(tmp_path / 'resumed')
+  expected, got = helpers.scalars(tmp_path / 'reference'), helpers.scalars(tmp_path / 'resumed')
   assert max(step for step, _ in expected) == 40
   assert got.keys() == expected.keys()
   for key, value in expected.items():
@@ -125,8 +42,9 @@ def test_exact_resume_after_sigkill(tmp_path):
 def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
   # The rate is multiplied by 1e12 at epoch 0.5 (step 44): the run blows up after the
   # checkpoints at steps 4 to 44.
-  code, output = _finish(_main(tmp_path / 'run', 'num_train_steps=200',
-                               'optimizer.decay_epochs=(0.5,)', 'optimizer.decay_factor=1e12'))
+  blowing_up = ('optimizer.decay_epochs=(0.5,)', 'optimizer.decay_factor=1e12')
+  code, output = helpers.finish(helpers.main(tmp_path / 'run', 'num_train_steps=200',
+                                             *blowing_up))
   assert code == 1, output[-3000:]
   bad = int(output.split('Non-finite loss or gradients at step ')[1].split()[0])
   assert bad > 44
@@ -137,9 +55,8 @@ def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pat
   saved.close()
   # Exactly the state a run stopped at that step has: parameters, BatchNorm statistics,
   # optimizer state, RNG and step.
-  code, output = _finish(_main(tmp_path / 'reference', f'num_train_steps={last}',
-                               'optimizer.decay_epochs=(0.5,)',
-                               'optimizer.decay_factor=1e12'))
+  code, output = helpers.finish(helpers.main(tmp_path / 'reference', f'num_train_steps={last}',
+                                             *blowing_up))
   assert code == 0, output[-3000:]
   reference = checkpointing.Checkpoints(tmp_path / 'reference', read_only=True)
   expected = reference.restore_arrays(last)
@@ -159,37 +76,21 @@ def _free_port():
 def test_two_processes_train_in_lockstep_like_one_process_with_two_devices(tmp_path):
   steps = ['num_train_steps=8']
   address = f'127.0.0.1:{_free_port()}'
-  workers = [_main(tmp_path / 'two', *steps, devices=1,
-                   extra=('--coordinator_address', address, '--num_processes', '2',
-                          '--process_id', str(i)))
+  workers = [helpers.main(tmp_path / 'two', *steps, devices=1,
+                          extra=('--coordinator_address', address, '--num_processes', '2',
+                                 '--process_id', str(i)))
              for i in range(2)]
-  single = _main(tmp_path / 'one', *steps, 'dataset.num_shards=2', devices=2)
+  single = helpers.main(tmp_path / 'one', *steps, 'dataset.num_shards=2', devices=2)
   for process in workers + [single]:
-    code, output = _finish(process)
+    code, output = helpers.finish(process)
     assert code == 0, output[-3000:]
-  expected, got = _scalars(tmp_path / 'one'), _scalars(tmp_path / 'two')
+  expected, got = helpers.scalars(tmp_path / 'one'), helpers.scalars(tmp_path / 'two')
   assert got.keys() == expected.keys() and len(got) > 10
   for key, value in expected.items():
     assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
   saved = checkpointing.Checkpoints(tmp_path / 'two', read_only=True)
   assert saved.latest_step() == 8  # Both processes saved the final checkpoint together.
   saved.close()
-
-
-@pytest.mark.parametrize('field, value, message', [
-    ('mixup.method', 'mixmatch', "Unknown method 'mixmatch'"),
-    ('model.name', 'resnet9', 'Unknown model.name'),
-    ('dataset.name', 'svhn', 'svhn'),
-    ('batch_size', 15, 'multiple of the number of devices'),
-    ('mixup.sinkhorn_eps', 0.0, 'eps must be a positive number'),
-    ('mixup.sinkhorn_iters', 0, 'num_iters must be an int >= 1'),
-    ('model.preact_shortcut', 'post', 'valid: authors, standard'),
-])
-def test_bad_names_and_settings_fail_fast_with_the_valid_choices(tmp_path, field, value,
-                                                                 message):
-  config = tiny_config.with_overrides(**{field: value})
-  with pytest.raises(ValueError, match=message):
-    train.train_and_evaluate(config, str(tmp_path))
 
 
 def test_window_summary_splits_by_mode_and_averages_the_row_error_of_aligning_steps():
@@ -212,7 +113,7 @@ def test_window_summary_splits_by_mode_and_averages_the_row_error_of_aligning_st
 
 
 def test_config_json_and_metrics_are_written_and_the_console_is_quiet(tmp_path):
-  code, output = _finish(_main(tmp_path, 'num_train_steps=4'))
+  code, output = helpers.finish(helpers.main(tmp_path, 'num_train_steps=4'))
   assert code == 0, output[-3000:]
   lines = output.strip().splitlines()
   # Our lines only: no orbax internals, no backend probing (libtpu), no scalar dumps.
@@ -228,6 +129,6 @@ def test_config_json_and_metrics_are_written_and_the_console_is_quiet(tmp_path):
   assert len(lines) <= 8, output
   with open(tmp_path / 'config.json', encoding='utf-8') as f:
     assert json.load(f)['mixup']['method'] == 'alignmix'
-  names = {name for _, name in _scalars(tmp_path)}
+  names = {name for _, name in helpers.scalars(tmp_path)}
   assert {'train/loss', 'train/ce', 'train/learning_rate', 'test/top1', 'test/best_top1',
           'train/mode_fraction/clean'} <= names

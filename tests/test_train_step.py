@@ -1,4 +1,7 @@
-"""Tests of the per-device train step: modes, RNG draws, shard_map vs pmap, non-finite."""
+"""Tests of the per-device train step: modes, RNG draws, the losses of every method and
+ablation against their formulas, the on-device dispatch, non-finite steps, and the plain
+('xla') and CPU forms of the convolutions taking the same steps. (shard_map vs pmap:
+test_parallel.py; the method tables: test_methods.py; the settings: test_validation.py.)"""
 
 import jax
 import jax.numpy as jnp
@@ -8,44 +11,26 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 
 import authors_numpy
+import helpers
 import test_mixup
 import tiny_config
 from alignmix_jax import configs
-from alignmix_jax import losses
 from alignmix_jax import methods
 from alignmix_jax import models
 from alignmix_jax import modes
-from alignmix_jax import optim
 from alignmix_jax import parallel
-from alignmix_jax import state as state_lib
 from alignmix_jax import train_step as train_step_lib
-from alignmix_jax import validation
 
-NUM_DEVICES = 2  # conftest.py forces two CPU devices.
-
-
-def _setup(config):
-  model = models.create_model(config)
-  _, schedules = optim.create_optimizer(config.optimizer, steps_per_epoch=10)
-  state = state_lib.create_train_state(config, steps_per_epoch=10)
-  return model, state, train_step_lib.make_train_step(config, model, schedules)
-
-
-def _batch(config, seed=0):
-  rng = np.random.default_rng(seed)
-  size = config.dataset.image_size
-  return {'image': rng.uniform(size=(config.batch_size, size, size, 3)).astype(np.float32),
-          'label': rng.integers(0, 10, config.batch_size).astype(np.int32),
-          'mask': np.ones(config.batch_size, np.float32)}
+NUM_DEVICES = helpers.NUM_DEVICES
 
 
 def _run(config, steps):
   """`steps` shard_map steps on one fixed batch; returns (model, run, states, metrics)."""
-  model, state, step_fn = _setup(config)
+  model, state, step_fn = helpers.setup_step(config)
   mesh = parallel.data_mesh()
   assert mesh.size == NUM_DEVICES
   state = jax.device_put(state, parallel.replicated(mesh))
-  batch = jax.device_put(_batch(config), parallel.sharded(mesh))
+  batch = jax.device_put(helpers.batch(config), parallel.sharded(mesh))
   run = parallel.shard_map_step(step_fn, mesh, donate_state=False)
   states, history = [state], []
   for _ in range(steps):
@@ -71,6 +56,34 @@ def test_each_of_the_five_modes_is_finite_and_falls(five_mode_run):
     losses = [m['loss'] for m in history if int(m['mode']) == index]
     assert len(losses) >= 2, (name, losses)
     assert losses[-1] < 0.8 * losses[0], (name, losses)
+
+
+def test_the_plain_convolutions_take_the_same_steps(five_mode_run):
+  """`model.conv='xla'` (the plain graph GPUs and TPUs run) and 'cpu' (the form XLA:CPU runs
+  fast, what 'auto' picks here) take the same five-mode steps: the same draws, metrics,
+  parameters, BatchNorm statistics and optimizer state, to float32 round-off."""
+  config, model, _, states, history = five_mode_run
+  plain = configs.override(config.copy_and_resolve_references(), {'model.conv': 'xla'})
+  assert (model.conv_impl, model.encoder.conv_impl) == ('cpu', 'cpu')
+  plain_model = models.create_model(plain)
+  assert (plain_model.conv_impl, plain_model.encoder.conv_impl) == ('xla', 'xla')
+  steps = 6
+  _, _, plain_states, plain_history = _run(plain, steps=steps)
+  names = [name for name, _ in methods.table(config)]
+  drawn = {names[int(m['mode'])] for m in history[:steps]}
+  assert 'clean' in drawn and len(drawn) >= 3, drawn  # The decoder and mixed modes ran.
+  for step, (cpu, xla) in enumerate(zip(history[:steps], plain_history)):
+    assert int(cpu['mode']) == int(xla['mode']) and float(cpu['lam']) == float(xla['lam'])
+    for key in ('loss', 'ce', 'reconstruction', 'sinkhorn_row_error'):
+      np.testing.assert_allclose(xla[key], cpu[key], rtol=2e-5, atol=1e-6,
+                                 err_msg=f'{key}, step {step}')
+  for step, (cpu, xla) in enumerate(zip(states[:steps + 1], plain_states)):
+    assert int(cpu.step) == int(xla.step) == step
+    np.testing.assert_array_equal(cpu.rng, xla.rng)
+    for a, b in zip(jax.tree.leaves((cpu.params, cpu.batch_stats, cpu.opt_state)),
+                    jax.tree.leaves((xla.params, xla.batch_stats, xla.opt_state))):
+      scale = float(np.abs(a).max()) or 1.0
+      np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * scale, err_msg=f'step {step}')
 
 
 def _expected_loss(config, model, variables, images, labels, name, lam, perm, box_rng,
@@ -214,7 +227,7 @@ def test_ablations_and_baselines_take_the_step_their_formulas_give(name):
   equal the recomputation from the RNG contract and the formulas (`_expected_loss`)."""
   config = ABLATIONS[name]()
   model, _, states, history = _run(config, steps=4)
-  batch = _batch(config)
+  batch = helpers.batch(config)
   tolerance = 3e-2 if name == 'bfloat16' else 2e-4
   for state, metrics in zip(states, history):
     mode, lam, loss, row_error = _reference_loss(config, model, state, batch)
@@ -228,7 +241,7 @@ def test_ablations_and_baselines_take_the_step_their_formulas_give(name):
 
 def test_the_step_applies_the_mode_and_lam_the_rng_drew(five_mode_run):
   config, model, _, states, history = five_mode_run
-  batch = _batch(config)
+  batch = helpers.batch(config)
   drawn = []
   for state, metrics in zip(states[:8], history[:8]):
     mode, lam, loss, row_error = _reference_loss(config, model, state, batch)
@@ -249,7 +262,7 @@ def test_feature_steps_are_the_authors_alignment_and_report_its_row_error(baryce
       'mixup.mode_weights': (0, 0, 0, 1.0, 1.0),
       'mixup.barycentric_projection': barycentric})
   model, run, states, history = _run(config, steps=4)
-  batch = _batch(config)
+  batch = helpers.batch(config)
   names = set()
   for state, metrics in zip(states, history):
     mode, lam, loss, row_error = _reference_loss(config, model, state, batch)
@@ -276,7 +289,7 @@ def test_reconstruction_is_reported_and_falls_in_clean_steps(five_mode_run):
 def test_a_nonfinite_step_leaves_the_state_unchanged(five_mode_run):
   config, _, run, states, _ = five_mode_run
   mesh = parallel.data_mesh()
-  batch = _batch(config)
+  batch = helpers.batch(config)
   batch['image'][0, 0, 0, 0] = np.nan
   state = states[-1]
   new_state, metrics = run(state, jax.device_put(batch, parallel.sharded(mesh)))
@@ -284,49 +297,6 @@ def test_a_nonfinite_step_leaves_the_state_unchanged(five_mode_run):
   assert int(new_state.step) == int(state.step)
   for new, old in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(state.params)):
     np.testing.assert_array_equal(new, old)
-
-
-@pytest.mark.parametrize('weights', [(0, 0, 0, 1.0, 0), (1.0, 0, 0, 0, 0), (1.0,) * 5],
-                         ids=['feature', 'clean_with_decoder', 'five_modes'])
-def test_shard_map_and_pmap_run_the_same_step(weights):
-  config = tiny_config.with_overrides(**{'mixup.mode_weights': weights})
-  _, state, step_fn = _setup(config)
-  batch = _batch(config, seed=1)
-  mesh = parallel.data_mesh()
-  sharded_run = parallel.shard_map_step(step_fn, mesh, donate_state=False)
-  pmapped_run = parallel.pmap_step(step_fn, donate_state=False)
-
-  s_state = jax.device_put(state, parallel.replicated(mesh))
-  s_batch = jax.device_put(batch, parallel.sharded(mesh))
-  p_state = parallel.replicate(state)
-  p_batch = parallel.split_batch(batch, NUM_DEVICES)
-  for _ in range(3):
-    s_state, s_metrics = sharded_run(s_state, s_batch)
-    p_state, p_metrics = pmapped_run(p_state, p_batch)
-    for name in ('loss', 'ce', 'lam', 'mode'):
-      np.testing.assert_allclose(p_metrics[name][0], s_metrics[name], rtol=1e-5)
-      np.testing.assert_allclose(p_metrics[name][1], s_metrics[name], rtol=1e-5)
-  s_leaves = jax.tree.leaves((s_state.params, s_state.batch_stats))
-  p_leaves = jax.tree.leaves((p_state.params, p_state.batch_stats))
-  assert int(s_state.step) == 3 and int(p_state.step[0]) == 3
-  for s_leaf, p_leaf in zip(s_leaves, p_leaves):
-    np.testing.assert_allclose(p_leaf[0], s_leaf, rtol=1e-4, atol=1e-6)
-    np.testing.assert_array_equal(p_leaf[0], p_leaf[1])
-
-
-def test_mode_weights_and_method_names_are_checked():
-  with pytest.raises(ValueError, match='Unknown method .mixmatch.; valid: vanilla'):
-    methods.table(tiny_config.with_overrides(**{'mixup.method': 'mixmatch'}))
-  with pytest.raises(ValueError, match='mode_weights'):
-    methods.table(tiny_config.with_overrides(**{'mixup.mode_weights': (1.0, 1.0)}))
-  official = tiny_config.with_overrides(**{'mixup.method': 'alignmix_official'})
-  table = methods.table(official)
-  assert table == (('input', 0.5), ('feature', 0.25), ('feature_reversed', 0.25))
-  table = methods.table(tiny_config.get_config())
-  assert [name for name, _ in table] == list(modes.FIVE_MODES)
-  np.testing.assert_allclose([p for _, p in table], 0.2)
-  with pytest.raises(ValueError, match='align_latent'):
-    validation.validate(tiny_config.with_overrides(**{'mixup.align_latent': True}), 1)
 
 
 def test_the_mode_draw_follows_the_table_probabilities():
@@ -342,9 +312,9 @@ def test_the_drawn_mode_equals_the_step_of_that_mode_alone():
   """The on-device dispatch (a `lax.switch` at each mixing point, the decoder under
   `lax.cond`) takes the same step as a table holding only the drawn mode."""
   config = tiny_config.get_config()
-  _, state, step_fn = _setup(config)
+  _, state, step_fn = helpers.setup_step(config)
   mesh = parallel.data_mesh()
-  batch = jax.device_put(_batch(config, seed=2), parallel.sharded(mesh))
+  batch = jax.device_put(helpers.batch(config, seed=2), parallel.sharded(mesh))
   run = parallel.shard_map_step(step_fn, mesh, donate_state=False)
   names = [name for name, _ in methods.table(config)]
   alone_runs = {}  # Mode name -> the step of a table holding that mode only.
@@ -355,7 +325,7 @@ def test_the_drawn_mode_equals_the_step_of_that_mode_alone():
     if name not in alone_runs:
       alone = tiny_config.with_overrides(**{
           'mixup.mode_weights': tuple(float(n == name) for n in modes.FIVE_MODES)})
-      alone_runs[name] = parallel.shard_map_step(_setup(alone)[2], mesh, donate_state=False)
+      alone_runs[name] = parallel.shard_map_step(helpers.setup_step(alone)[2], mesh, donate_state=False)
     expected, expected_metrics = alone_runs[name](current, batch)
     for key in ('loss', 'ce', 'reconstruction', 'lam'):
       np.testing.assert_allclose(metrics[key], expected_metrics[key], rtol=1e-5, atol=1e-7)
@@ -402,15 +372,3 @@ def test_loss_if_gives_the_loss_and_gradients_of_the_taken_branch_only():
     np.testing.assert_allclose(aux, expected_aux, rtol=1e-6)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads)):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-
-
-def test_reconstruction_loss_reductions():
-  rng = np.random.default_rng(0)
-  x_hat, images = rng.uniform(size=(2, 2, 3, 4, 3)).astype(np.float32)
-  per_image = np.sum((x_hat - images) ** 2, axis=(1, 2, 3))
-  np.testing.assert_allclose(losses.reconstruction_loss(x_hat, images, 'sum'),
-                             per_image.mean(), rtol=1e-6)
-  np.testing.assert_allclose(losses.reconstruction_loss(x_hat, images, 'mean'),
-                             per_image.mean() / (3 * 4 * 3), rtol=1e-6)
-  with pytest.raises(ValueError, match="reconstruction_loss 'l1'; valid: sum, mean"):
-    validation.validate(tiny_config.with_overrides(**{'mixup.reconstruction_loss': 'l1'}), 1)

@@ -25,7 +25,7 @@ def get_config():
   config.dataset.name = 'digits'  # digits | fashion_mnist | cifar10 | cifar100 |
   #                                 imagenet2012 | caltech_birds2011 | tiny_imagenet |
   #                                 image_folder
-  # Where the files are (see README, Datasets): the folder of the Fashion-MNIST IDX files or
+  # Where the files are (docs/data.md): the folder of the Fashion-MNIST IDX files or
   # of the CIFAR binary archive, the root of a folder dataset, or a tfds data_dir ('': tfds'
   # default, ~/tensorflow_datasets). Digits need none.
   config.dataset.data_dir = ''

@@ -2,7 +2,7 @@
 20.76% at 100 epochs with `--config.num_epochs=100 --config.optimizer.decay_epochs=(33,66)`).
 
   python -m alignmix_jax --config imagenet_resnet50 --workdir DIR \
-      --config.dataset.data_dir=TFDS_DIR          # after the manual download, see README
+      --config.dataset.data_dir=TFDS_DIR          # after the manual download, docs/data.md
 
 Paper appendix B: SGD with Nesterov momentum 0.9, weight decay 1e-4, batch 100 (4 GPUs),
 learning rate 0.1 for the classifier and 0.01 for the rest, x0.1 at epochs 100 and 200, 300

@@ -25,8 +25,9 @@ test transform; the last batches are padded (zero images, label 0, mask 0) up to
 `num_eval_batches`, the same on every process, so each example counts exactly once.
 
 Sources: in-memory datasets come from `arrays.load`; the streamed ones from tfds.
-Sharding: shard i of n holds examples i, i + n, i + 2n, ... of an in-memory split (strided, so class-sorted file lists give every shard
-every class), and the i-th of `tfds.even_splits(split, n)` of a streamed one.
+Sharding: shard i of n holds examples i, i + n, i + 2n, ... of an in-memory split (strided,
+so class-sorted file lists give every shard every class), and the i-th of
+`tfds.even_splits(split, n)` of a streamed one.
 """
 
 import dataclasses

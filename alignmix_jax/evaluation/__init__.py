@@ -5,7 +5,7 @@
   calibration:    `ece`, the reliability diagram (Table 3 right, Figure 5).
   ood:            max-softmax OOD detection, `detection_metrics` (Tables 3 left, 7).
   localization:   CAM boxes, `box_from_cam`, `iou` (Table 4, Figure 6).
-  runner:         `evaluate(config, workdir)`, what `main.py --mode eval` runs.
+  runner:         `evaluate(config, workdir)`, what `--mode eval` runs (`cli`).
 
 Each program takes `logits_fn(images) -> logits` (and `cam_fn`), never the model class, and
 runs one jitted step per batch. None imports TensorFlow.

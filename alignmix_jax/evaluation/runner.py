@@ -1,4 +1,4 @@
-"""Runs the evaluation programs a config lists on a checkpoint (`main.py --mode eval`).
+"""Runs the evaluation programs a config lists on a checkpoint (`--mode eval`).
 
 `evaluate(config, workdir)` restores the latest (or a given) checkpoint, runs each program of
 `config.eval.programs` (see `PROGRAMS`) on the test split, data parallel over the devices,

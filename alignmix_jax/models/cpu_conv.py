@@ -5,10 +5,10 @@ Two rewrites, both exact up to the order of float32 sums:
   * gradients in canonical form: XLA:CPU rewrites convolutions into its fast (Eigen/YNNPACK)
     form only in the entry computation; the convolutions of AD's gradients are not in that
     form, so inside a `lax.cond` branch (the decoder of the train step) or a loop body (PGD)
-    they ran through a generic loop, up to 40x slower (weight gradients; jax 0.10.2). A
+    they run through a generic loop, up to 40x slower (weight gradients; jax 0.10.2). A
     custom VJP writes both gradients as convolutions in the canonical form
     (`_piece_gradients`).
-  * batch pieces: XLA:CPU ran each large YNNPACK convolution on one thread while it runs
+  * batch pieces: XLA:CPU runs each large YNNPACK convolution on one thread while it runs
     independent operations concurrently, so convolutions of 16x16 inputs and up with 64
     channels and more in and out run in up to 4 batch pieces (`_batch_pieces`).
 

@@ -1,4 +1,4 @@
-"""Parameter overview of a model: `python -m main --config <file> --mode summary`.
+"""Parameter overview of a model: `python -m alignmix_jax --config <setting> --mode summary`.
 
 `summarize(config)` initialises the model abstractly (`jax.eval_shape`: shapes only, no
 compute, so the ImageNet ResNet-50 summary is instant) and returns the text: the shapes of
