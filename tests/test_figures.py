@@ -66,6 +66,7 @@ def test_summary_band_and_its_floor():
   assert high - 99.5 == pytest.approx(spread.band_factor(3) * 0.5)
   agreeing = spread.Summary.of([99.44, 99.44])
   assert spread.band(agreeing, floor=0.28) == pytest.approx((99.16, 99.72))
+  assert spread.band(agreeing, floor=0.7, limits=(0, 100)) == pytest.approx((98.74, 100.0))
   with pytest.raises(ValueError, match='at least 2 seeds'):
     spread.band(spread.Summary.of([1.0]), floor=0.1)
 

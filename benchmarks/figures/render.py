@@ -24,7 +24,8 @@ def _time(seconds):
 
 def _where(section):
   m = section['machine']
-  return f'{m["cpu"]}, jax {m["jax"]}'
+  model = f' ({m["cpu_model"]})' if m.get('cpu_model') else ''
+  return f'{m["cpu"]}{model}, jax {m["jax"]}'
 
 
 def _step_spread(record, spec):
@@ -101,7 +102,7 @@ def _digits_eval(f):
   for name in sorted(runs[0]['eval']):
     summary = spread.Summary.of(run['eval'][name] for run in runs)
     if name in checked and summary.n > 1:
-      low, high = spread.band(summary, checked[name].floor)
+      low, high = spread.band(summary, checked[name].floor, checked[name].limits)
       band = f'{low:.2f} to {high:.2f}'
     else:
       band = 'not checked'

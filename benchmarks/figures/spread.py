@@ -52,19 +52,21 @@ def band_factor(n):
   return scipy_stats.t.ppf(0.5 + PREDICTION / 2, n - 1) * math.sqrt(1 + 1 / n)
 
 
-def band(summary, floor):
-  """`(low, high)`: mean +- max(band_factor(n) * std, floor)."""
+def band(summary, floor, limits=(-math.inf, math.inf)):
+  """`(low, high)`: mean +- max(band_factor(n) * std, floor), within the figure's `limits`
+  (e.g. 0 to 100 for a percentage)."""
   half = max(band_factor(summary.n) * summary.std, floor)
-  return summary.mean - half, summary.mean + half
+  return max(summary.mean - half, limits[0]), min(summary.mean + half, limits[1])
 
 
 @dataclasses.dataclass(frozen=True)
 class Check:
   """A figure checked against its band: `value(run)` of one run's record, `floor` its
-  resolution, `decimals` as quoted."""
+  resolution, `limits` the values it can take, `decimals` as quoted."""
   name: str
   value: Callable[[dict], float]
   floor: float
+  limits: tuple = (0.0, 100.0)
   decimals: int = 2
 
 
@@ -73,7 +75,7 @@ def verdicts(checks, quoted_runs, fresh_runs):
   lines, ok = [], True
   for check in checks:
     summary = Summary.of(check.value(run) for run in quoted_runs)
-    low, high = band(summary, check.floor)
+    low, high = band(summary, check.floor, check.limits)
     for run in fresh_runs:
       value = check.value(run)
       inside = low <= value <= high
