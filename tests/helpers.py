@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import conftest
 from alignmix_jax import checkpointing
@@ -24,6 +25,7 @@ from alignmix_jax import optim
 from alignmix_jax import parallel
 from alignmix_jax import state as state_lib
 from alignmix_jax import train_step as train_step_lib
+from alignmix_jax.configs import default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--config', os.path.join(REPO, 'tests', 'tiny_config.py')]
@@ -146,3 +148,18 @@ def damage(step_dir, how):
         f.write(os.urandom(500))
   else:
     os.remove(os.path.join(step_dir, 'state', '_METADATA'))
+
+
+def eval_config(tmp_path, programs):
+  """A default config of 3 classes with boxes and one OOD folder holding an image."""
+  config = default.get_config()
+  config.dataset.name = 'caltech_birds2011'  # Boxes.
+  config.dataset.num_classes = 3
+  config.model.autoencoder = 'none'
+  config.dataset.with_bbox = True
+  config.eval.programs = programs
+  folder = tmp_path / 'lsun'
+  folder.mkdir(exist_ok=True)
+  Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / 'one.png')  # Not empty.
+  config.eval.ood_folders.lsun = str(folder)
+  return config

@@ -13,13 +13,13 @@ from matplotlib.backends import backend_agg
 from PIL import Image
 from sklearn import metrics as sk_metrics
 
+import helpers
 from alignmix_jax.evaluation import attacks
 from alignmix_jax.evaluation import calibration
 from alignmix_jax.evaluation import classification
 from alignmix_jax.evaluation import localization
 from alignmix_jax.evaluation import ood
 from alignmix_jax.evaluation import runner
-from alignmix_jax.configs import default
 
 
 def make_batches(images, labels, batch_size, bbox=None):
@@ -398,21 +398,6 @@ class TinyCamNet(nn.Module):
     return jnp.mean(self.cam(images), axis=(1, 2))
 
 
-def tiny_config(tmp_path, programs):
-  config = default.get_config()
-  config.dataset.name = 'caltech_birds2011'  # Boxes.
-  config.dataset.num_classes = 3
-  config.model.autoencoder = 'none'
-  config.dataset.with_bbox = True
-  config.eval.programs = programs
-  config.eval.pgd_iters = 3
-  folder = tmp_path / 'lsun'
-  folder.mkdir()
-  Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / 'one.png')  # Not empty.
-  config.eval.ood_folders.lsun = str(folder)
-  return config
-
-
 def test_run_title_names_the_workdir_and_the_step():
   assert runner.run_title('/runs/digits/', 440) == 'digits (step 440)'
   assert runner.run_title('/runs/digits') == 'digits'
@@ -428,7 +413,8 @@ def test_run_programs_writes_every_key_and_figure(tmp_path, monkeypatch):
     return fig
 
   monkeypatch.setattr(calibration, 'reliability_figure', recording_draw)
-  config = tiny_config(tmp_path, tuple(runner.PROGRAMS))
+  config = helpers.eval_config(tmp_path, tuple(runner.PROGRAMS))
+  config.eval.pgd_iters = 3
   model = TinyCamNet(num_classes=3)
   images, boxes = blob_images([(8 + i % 12, 10 + i % 9) for i in range(11)], size=24, half=4)
   variables = model.init(jax.random.key(0), images[:1])

@@ -5,15 +5,13 @@ create, load or compile anything."""
 
 import os
 
-import numpy as np
 import pytest
-from PIL import Image
 
+import helpers
 import tiny_config
 from alignmix_jax import methods
 from alignmix_jax import train
 from alignmix_jax import validation
-from alignmix_jax.configs import default
 from alignmix_jax.evaluation import runner
 
 NUM_DEVICES = 2  # As the loop passes: the devices of the run (conftest.py forces two).
@@ -135,23 +133,8 @@ def test_the_tensor_latent_of_an_autoencoder_can_be_aligned():
 # The evaluation settings (mode 'eval').
 
 
-def _eval_config(tmp_path, programs):
-  """A default config of 3 classes with boxes and one OOD folder holding an image."""
-  config = default.get_config()
-  config.dataset.name = 'caltech_birds2011'  # Boxes.
-  config.dataset.num_classes = 3
-  config.model.autoencoder = 'none'
-  config.dataset.with_bbox = True
-  config.eval.programs = programs
-  folder = tmp_path / 'lsun'
-  folder.mkdir(exist_ok=True)
-  Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / 'one.png')  # Not empty.
-  config.eval.ood_folders.lsun = str(folder)
-  return config
-
-
 def test_runner_rejects_bad_configs_with_the_fix(tmp_path):
-  config = _eval_config(tmp_path, ('classification', 'robustness'))
+  config = helpers.eval_config(tmp_path, ('classification', 'robustness'))
   with pytest.raises(ValueError, match=r"unknown: \['robustness'\].*valid: \['attacks', "
                                        r"'calibration', 'classification', 'localization', 'ood'\]"):
     validation.validate(config, 1, mode='eval')
@@ -171,7 +154,7 @@ def test_runner_rejects_bad_configs_with_the_fix(tmp_path):
 
 
 def test_every_program_of_a_good_evaluation_config_passes(tmp_path):
-  config = _eval_config(tmp_path, tuple(runner.PROGRAMS))
+  config = helpers.eval_config(tmp_path, tuple(runner.PROGRAMS))
   config.eval.top_k = (1, 3)
   config.eval.attack_examples = 2 * config.eval.batch_size
   validation.validate(config, NUM_DEVICES, mode='eval')
@@ -199,7 +182,7 @@ EVAL_CASES = {
 @pytest.mark.parametrize('case', sorted(EVAL_CASES))
 def test_evaluation_settings_that_cannot_run_are_refused_with_the_fix(tmp_path, case):
   fields, message = EVAL_CASES[case]
-  config = _eval_config(tmp_path, tuple(runner.PROGRAMS))
+  config = helpers.eval_config(tmp_path, tuple(runner.PROGRAMS))
   config.update_from_flattened_dict(fields)
   with pytest.raises(ValueError) as error:
     _validate(config, 'eval')
@@ -207,7 +190,7 @@ def test_evaluation_settings_that_cannot_run_are_refused_with_the_fix(tmp_path, 
 
 
 def test_an_ood_folder_named_like_a_noise_set_is_refused(tmp_path):
-  config = _eval_config(tmp_path, ('ood',))
+  config = helpers.eval_config(tmp_path, ('ood',))
   config.eval.ood_folders.uniform = config.eval.ood_folders.lsun
   with pytest.raises(ValueError, match=r"OOD folder name\(s\) \['uniform'\] clash with "
                                        'built-in noise sets'):
@@ -233,7 +216,7 @@ def test_an_empty_ood_folder_is_found_before_any_program_runs(tmp_path):
 def test_each_mode_checks_its_own_settings(tmp_path):
   """'train' does not look at the evaluation programs, 'eval' not at the method, the
   alignment, the loop or the training batch."""
-  evaluation_only = _eval_config(tmp_path, ('robustness',))
+  evaluation_only = helpers.eval_config(tmp_path, ('robustness',))
   evaluation_only.model.autoencoder = 'ae'
   evaluation_only.dataset.name = 'digits'
   evaluation_only.dataset.with_bbox = False
@@ -254,7 +237,7 @@ def test_each_mode_checks_its_own_settings(tmp_path):
 
 
 def test_the_runner_checks_before_it_looks_for_a_checkpoint(tmp_path):
-  config = _eval_config(tmp_path, ('classification', 'robustness'))
+  config = helpers.eval_config(tmp_path, ('classification', 'robustness'))
   with pytest.raises(ValueError, match='robustness'):  # Not "No checkpoint in ...".
     runner.evaluate(config, str(tmp_path / 'no_run'))
   assert not os.path.exists(tmp_path / 'no_run')
