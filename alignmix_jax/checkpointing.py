@@ -21,6 +21,7 @@ import orbax.checkpoint as ocp
 
 from alignmix_jax import parallel
 from alignmix_jax import state as state_lib
+from alignmix_jax import workdir as workdir_lib
 
 
 def checkpoint_dir(workdir):
@@ -38,13 +39,30 @@ def _shapes(tree):
           for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
+class SaveError(RuntimeError):
+  """A checkpoint could not be written (disk full, permissions, a file in the way): the run
+  stops, since it could not be resumed from where it is."""
+
+
 class Checkpoints:
-  """A `CheckpointManager` for one workdir: save, latest step, restore."""
+  """A `CheckpointManager` for one workdir: save, latest step, restore.
+
+  Saves are asynchronous: a save that fails raises `SaveError` at the next call of `save`,
+  `check` or `wait`, whichever comes first (the training loop calls `check` at every log
+  step).
+  """
 
   def __init__(self, workdir, *, keep=3, read_only=False):
     self.workdir = os.path.abspath(workdir)
     self.directory = checkpoint_dir(workdir)
     self._keep, self._read_only = keep, read_only
+    self._saving = None  # The step of the last save started.
+    if not read_only:
+      if os.path.exists(self.directory) and not os.path.isdir(self.directory):
+        raise ValueError(f'{self.directory} is a file, not the folder of the checkpoints: '
+                         'move it away.')
+      os.makedirs(self.directory, exist_ok=True)
+      workdir_lib.check_writable(self.directory, why='the checkpoints go there')
     self.manager = self._manager()
 
   def _manager(self):
@@ -63,10 +81,41 @@ class Checkpoints:
     return self.manager.latest_step()
 
   def save(self, state, progress):
-    """Starts an asynchronous save of `state` at its step (all processes must call it)."""
+    """Starts an asynchronous save of `state` at its step (all processes must call it).
+
+    Raises:
+      SaveError: this save, or an earlier one, failed.
+    """
+    self.check()
     step = int(jax.device_get(state.step))
-    self.manager.save(step, args=ocp.args.Composite(
+    needed = sum(leaf.nbytes for leaf in jax.tree.leaves(state)) * 1.1 + 2**20
+    free = shutil.disk_usage(self.directory).free
+    if free < needed:  # Refused before orbax writes half a checkpoint into a full disk.
+      raise SaveError(
+          f'Saving the checkpoint of step {step} to {self.directory} needs about '
+          f'{needed / 2**20:.1f} MiB and that disk has {free / 2**20:.1f} MiB free. The run '
+          'stops; the checkpoints saved before are intact. Free space on that disk, then '
+          'rerun the same command to resume.')
+    self._saving = step
+    self._failing(self.manager.save, step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)))
+
+  def check(self):
+    """Raises `SaveError` if the last asynchronous save failed."""
+    self._failing(self.manager.check_for_errors)
+
+  def _failing(self, call, *args, **kwargs):
+    """`call(*args, **kwargs)`, its error (a save's) raised as one `SaveError`."""
+    try:
+      return call(*args, **kwargs)
+    except Exception as error:  # pylint: disable=broad-except
+      # orbax surfaces OS, tensorstore and value errors, wrapped in its own at times.
+      cause = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+      raise SaveError(
+          f'Saving a checkpoint to {self.directory} failed (the latest save started: step '
+          f'{self._saving}): {type(error).__name__}: {cause[:300]}. The run stops; the '
+          'checkpoints saved before are intact. Free space on that disk or make the folder '
+          'writable, then rerun the same command to resume.') from error
 
   def restore(self, target, step=None):
     """Restores `(state, progress)` at `step` (default: the newest checkpoint that restores)
@@ -161,7 +210,8 @@ class Checkpoints:
     self.manager = self._manager()
 
   def wait(self):
-    self.manager.wait_until_finished()
+    """Waits for the saves in progress; raises `SaveError` if one failed."""
+    self._failing(self.manager.wait_until_finished)
 
   def close(self):
     self.manager.close()

@@ -97,16 +97,27 @@ def config_error(argv, error):
         return (f'--config.{field}: {where} has no field {part!r} ({_FIELDS_HELP}; '
                 f'{where} has: {valid}).')
       node = node[part]
+    if hasattr(node, 'keys'):
+      example = sorted(node.keys())[0]
+      return (f'--config.{field}={value}: {field} is a group of fields, set one at a time, '
+              f'e.g. --config.{field}.{example}=... ({field} has: '
+              f'{", ".join(sorted(node.keys()))}).')
     if not _parses_as(node, value):
       return (f'--config.{field}={value}: this field holds a {type(node).__name__} (now '
               f'{node!r}); give a value of that type.')
-  return f'--config {argument}: {str(error).strip().splitlines()[-1]}'
+  message = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
+  return message if message.startswith('--config') else f'--config {argument}: {message}'
 
 
-def _usage_problem():
-  """What is wrong with the (parsed) command line, or None."""
+def _usage_problem(argv):
+  """What is wrong with the (parsed) command line and its config, or None."""
+  _, argument = configs.config_argument(argv)
   if FLAGS.config is None:
+    if argument is not None:
+      return (f'--config {argument}: get_config() returned None, not an '
+              'ml_collections.ConfigDict: return the config.')
     return '--config is required, e.g. --config digits.'
+  configs.check(FLAGS.config, f'--config {argument}')
   if FLAGS.checkpoint_step is not None and FLAGS.mode != 'eval':
     return (f'--checkpoint_step is for --mode eval; --mode {FLAGS.mode} resumes from the '
             'latest checkpoint.')
@@ -123,9 +134,7 @@ def parse_flags(argv):
   else:
     try:
       args = FLAGS(argv)
-      problem = _usage_problem()
-      if problem is None:
-        FLAGS.config.keys()  # Loads the config file and applies the overrides now.
+      problem = _usage_problem(argv)
     except Exception as error:  # pylint: disable=broad-except
       # ml_collections raises OSError, AttributeError, flag errors... with tracebacks.
       problem = config_error(argv, error)
@@ -158,6 +167,7 @@ def main(argv):
   if not FLAGS.workdir:
     raise app.UsageError(f'--mode {FLAGS.mode} needs --workdir.')
   initialize_distributed()
+  from alignmix_jax import checkpointing  # pylint: disable=g-import-not-at-top (orbax)
   logging.info('Process %d of %d, devices: %d x %s', jax.process_index(), jax.process_count(),
                jax.device_count(), jax.devices()[0].device_kind)
   try:
@@ -174,10 +184,15 @@ def main(argv):
       from alignmix_jax.evaluation import runner  # pylint: disable=g-import-not-at-top
       runner.evaluate(config, FLAGS.workdir, checkpoint_step=FLAGS.checkpoint_step)
   except (ValueError, FileNotFoundError, FloatingPointError, ImportError,
-          workdir.WorkdirInUseError) as error:
+          workdir.WorkdirInUseError, checkpointing.SaveError) as error:
     logging.debug('%s', error)
     print(f'error: {error}', file=sys.stderr)
     sys.exit(1)
+  except KeyboardInterrupt:
+    print('error: interrupted (a second Ctrl-C): stopped without saving; the checkpoints in '
+          'the workdir are intact, and the same command resumes from the latest.',
+          file=sys.stderr)
+    sys.exit(130)
 
 
 def run():

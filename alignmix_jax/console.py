@@ -21,8 +21,11 @@ def is_ours(record):
   return os.path.abspath(record.pathname).startswith(_OURS)
 
 
-# Library warnings that say nothing to a user (orbax, on every checkpoint opened to read).
+# Library records that say nothing to a user at the default verbosity: orbax's, on every
+# checkpoint opened to read, and its thread's traceback when a save fails (the run reports
+# that failure itself, in one line: `checkpointing.SaveError`).
 _EXPECTED_WARNINGS = ('Given directory is read only',)
+_EXPECTED_ERRORS = ('_SignalingThread.run() raised an exception',)
 
 
 class _QuietFilter(std_logging.Filter):
@@ -31,8 +34,10 @@ class _QuietFilter(std_logging.Filter):
   def filter(self, record):
     if is_ours(record):
       return True
+    message = str(record.msg)
     return (record.levelno >= std_logging.WARNING
-            and not str(record.msg).startswith(_EXPECTED_WARNINGS))
+            and not message.startswith(_EXPECTED_WARNINGS)
+            and not any(text in message for text in _EXPECTED_ERRORS))
 
 
 class _ShortFormatter(std_logging.Formatter):

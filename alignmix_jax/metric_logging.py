@@ -27,6 +27,8 @@ class Writer:
 
   def __init__(self, logdir, jsonl_path=None):
     self._summary, self._jsonl = None, None
+    if jsonl_path:
+      _check_not_a_folder(jsonl_path)
     if jax.process_index() == 0:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._summary = SummaryWriter(logdir, flush_secs=30)
@@ -57,6 +59,12 @@ class Writer:
       self._jsonl.close()
 
 
+def _check_not_a_folder(path):
+  if os.path.isdir(path):
+    raise ValueError(f'{path} is a folder, not the metrics file a run appends its scalars '
+                     'to: move it away.')
+
+
 def read_jsonl(workdir):
   """The lines of `<workdir>/metrics.jsonl` as dicts (empty when there is none).
 
@@ -66,6 +74,7 @@ def read_jsonl(workdir):
   path = os.path.join(workdir, JSONL)
   if not os.path.exists(path):
     return []
+  _check_not_a_folder(path)
   with open(path, encoding='utf-8') as f:
     lines = [line for line in f.read().split('\n') if line.strip()]
   out = []
@@ -81,14 +90,16 @@ def read_jsonl(workdir):
   return out
 
 
-def truncate_jsonl(workdir, last_step):
-  """Keeps the lines before `last_step` and its training lines: a resumed run writes the
-  later ones again, identically (and evaluates `last_step` again, see `train`)."""
+def truncate_jsonl(workdir, last_step, reevaluated=True):
+  """Keeps the lines up to `last_step`: a resumed run writes the later ones again,
+  identically. Its test line at `last_step` goes too when `reevaluated` (the resumed run
+  evaluates that step again, see `train`)."""
   path = os.path.join(workdir, JSONL)
   if jax.process_index() != 0 or not os.path.exists(path):
     return
   kept = [line for line in read_jsonl(workdir) if line['step'] < last_step
-          or (line['step'] == last_step and not any(name.startswith('test/') for name in line))]
+          or (line['step'] == last_step and not (
+              reevaluated and any(name.startswith('test/') for name in line)))]
   with open(path + '.tmp', 'w', encoding='utf-8') as f:
     f.writelines(json.dumps(line) + '\n' for line in kept)
   os.replace(path + '.tmp', path)

@@ -12,9 +12,10 @@ Guarantees (docs/training.md):
     metrics are averaged over windows that end at multiples of `log_every_steps`, and
     checkpoint steps are such multiples); a checkpoint is saved before the evaluation of its
     step, and a run resumed there evaluates that step again;
-  * SIGTERM: the run goes on to the next multiple of `log_every_steps`, saves a checkpoint
-    there and exits cleanly (so its metrics equal an uninterrupted run's);
-  * a non-finite loss or gradient stops the run with an error; the state of that step is
+  * SIGTERM or a first Ctrl-C (SIGINT): the run goes on to the next multiple of
+    `log_every_steps`, saves a checkpoint there and exits cleanly (so its metrics equal an
+    uninterrupted run's); a second Ctrl-C stops at once;
+  * a non-finite loss, gradient or updated state stops the run with an error; that step is
     never applied, so the checkpoints on disk are the last good ones;
   * one run per workdir (`workdir.Lock`); config.json records the config the run started
     with; damaged checkpoints are skipped (`checkpointing`).
@@ -49,20 +50,28 @@ from alignmix_jax.evaluation import classification
 
 
 class StopSignal:
-  """Records SIGTERM (preemption, `kill`) so the loop can save and leave cleanly."""
+  """Records SIGTERM (preemption, `kill`) and a first SIGINT (Ctrl-C) so the loop can save
+  and leave cleanly; a second SIGINT stops at once (KeyboardInterrupt)."""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
     self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
 
   def _handle(self, signum, frame):
-    del signum, frame
-    logging.warning('SIGTERM received: saving a checkpoint at the next log step and '
-                    'stopping.')
+    del frame
+    if signum == signal.SIGINT and self.requested:
+      raise KeyboardInterrupt
+    logging.warning('%s received: saving a checkpoint at the next log step and stopping%s.',
+                    signal.Signals(signum).name,
+                    ' (Ctrl-C again stops at once, without saving)' if signum == signal.SIGINT
+                    else '')
     self.requested = True
 
   def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
 
 
 def train_and_evaluate(config, workdir):
@@ -78,14 +87,14 @@ def train_and_evaluate(config, workdir):
   Raises:
     ValueError, FileNotFoundError: settings or data that cannot run, a workdir that cannot
       be written; `workdir.WorkdirInUseError`: another run trains in `workdir`;
-      FloatingPointError: a non-finite loss or gradient.
+      FloatingPointError: a non-finite loss, gradient or updated state.
   """
   mesh = parallel.data_mesh()
   validation.validate(config, mesh.size, mode='train')
   created = workdir_lib.prepare(workdir)
   try:
     with workdir_lib.Lock(workdir):
-      stop = StopSignal()  # From here on, SIGTERM means: save at the next log step and leave.
+      stop = StopSignal()  # From here on SIGTERM, SIGINT: save at the next log step, leave.
       try:
         return _train(config, workdir, mesh, stop)
       finally:
@@ -198,14 +207,16 @@ class _Outputs:
   def latest_step(self):
     return None if self.checkpoints is None else self.checkpoints.latest_step()
 
-  def open(self, start, resumed):
+  def open(self, start, resumed, reevaluated):
+    """Creates the files (once): config.json, the metrics from `start` on (the test line
+    at `start` dropped when it is `reevaluated`), the writer, the checkpoints folder."""
     if self.writer is not None:
       return
     if self.checkpoints is None:
       self.checkpoints = checkpointing.Checkpoints(self._workdir,
                                                    keep=self._config.keep_checkpoints)
     workdir_lib.record_config(self._config, self._workdir, resumed)
-    metric_logging.truncate_jsonl(self._workdir, start)
+    metric_logging.truncate_jsonl(self._workdir, start, reevaluated)
     self.writer = metric_logging.create_writer(self._workdir)
 
   def close(self):
@@ -261,17 +272,20 @@ def _log(window, done, config, table_modes, outputs, progress):
   """Writes the scalars of the steps in `window` (their metrics) at step `done`.
 
   Raises:
-    FloatingPointError: a step of the window had a non-finite loss or gradient (that step
-      left the state as it was, so the checkpoints hold the last good states).
+    FloatingPointError: a step of the window had a non-finite loss, gradient or updated
+      state (that step left the state as it was, so the checkpoints hold the last good
+      states).
   """
+  outputs.checkpoints.check()  # A checkpoint save that failed stops the run here.
   stacked = jax.device_get(jax.tree.map(lambda *xs: np.stack(xs), *window))
   if stacked['nonfinite'].any():
     bad = done - len(stacked['nonfinite']) + 1 + int(np.argmax(stacked['nonfinite']))
     raise FloatingPointError(
-        f'Non-finite loss or gradients at step {bad} ({config.mixup.method}); the run '
-        f'stops. The checkpoints in {outputs.checkpoints.directory} hold the last good '
-        f'states (latest: step {outputs.checkpoints.latest_step()}). Lower '
-        'optimizer.learning_rate or check the data, then restart.')
+        f'Non-finite loss, gradients or updated weights at step {bad} '
+        f'({config.mixup.method}); the run stops. The checkpoints in '
+        f'{outputs.checkpoints.directory} hold the last good states (latest: step '
+        f'{outputs.checkpoints.latest_step()}). Lower optimizer.learning_rate or check the '
+        'data, then restart.')
   scalars = summarize_window(stacked, table_modes)
   scalars.update(progress.report(done, scalars))
   outputs.writer.write_scalars(done, scalars)
@@ -296,8 +310,8 @@ def _evaluate(state, step, tester, outputs, progress):
 
 
 def _train(config, workdir, mesh, stop):
-  """`train_and_evaluate` once the config is checked, the workdir locked and SIGTERM
-  handled."""
+  """`train_and_evaluate` once the config is checked, the workdir locked and the stop
+  signals handled."""
   started = time.perf_counter()
   plan = _Plan.of(config)
   model = models.create_model(config)
@@ -305,6 +319,10 @@ def _train(config, workdir, mesh, stop):
   resumed = outputs.latest_step() is not None
   state, best_top1 = _restore_or_init(config, mesh, plan, outputs)
   start = int(jax.device_get(state.step))
+  if start > plan.num_steps:
+    raise ValueError(f'The run in {workdir} is at step {start}, past the {plan.num_steps} '
+                     'steps of this config (num_train_steps, num_epochs): nothing to train. '
+                     'Give more steps to train further; --mode eval evaluates it as it is.')
   logging.info('%s on %s: %d steps (%d per epoch), batch %d on %d device(s), workdir %s.',
                config.mixup.method, config.dataset.name, plan.num_steps, plan.steps_per_epoch,
                config.batch_size, mesh.size, workdir)
@@ -321,12 +339,12 @@ def _train(config, workdir, mesh, stop):
   done, final, window = start, {}, []
   try:
     if resumed:
-      outputs.open(start, resumed)
+      outputs.open(start, resumed, plan.evaluates(start))
       if plan.evaluates(start):  # Saved before its evaluation: evaluated again here.
         final = _evaluate(state, start, tester, outputs, progress)
     for inputs in itertools.islice(itertools.chain([first], feed), plan.num_steps - start):
       state, metrics = train_fn(state, feed.resident, inputs)
-      outputs.open(start, resumed)  # Training runs: from here on the workdir fills.
+      outputs.open(start, resumed, False)  # Training runs: from here on the workdir fills.
       window.append(metrics)
       done += 1
       stopping = plan.logs(done) and _stop_requested(stop)
@@ -336,7 +354,7 @@ def _train(config, workdir, mesh, stop):
       if plan.saves(done) or stopping:  # Before the evaluation: it can fail, losing nothing.
         _save(state, done, tester, outputs, progress)
       if stopping:
-        logging.warning('Stopped at step %d after SIGTERM; checkpoint saved.', done)
+        logging.warning('Stopped at step %d on request; checkpoint saved.', done)
         break
       if plan.evaluates(done):
         final = _evaluate(state, done, tester, outputs, progress)
@@ -350,7 +368,7 @@ def _train(config, workdir, mesh, stop):
 
 
 def _stop_requested(stop):
-  """Whether any process received SIGTERM. Asked at log steps only, so that the metrics
+  """Whether any process was asked to stop. Asked at log steps only, so that the metrics
   windows are an uninterrupted run's."""
   if jax.process_count() == 1:
     return stop.requested

@@ -13,8 +13,9 @@ collectives over the axis `batch`; `parallel.py` runs it under `jax.jit(jax.shar
     among the operations the table's modes need there (`modes`); the decoder runs in clean
     steps only. No host sync; the network is traced once, not once per mode;
   * gradients, BatchNorm statistics and metrics averaged over `batch`;
-  * a step whose loss or gradients are not finite leaves the state as it was and reports
-    `nonfinite = 1`, so a checkpoint never holds a diverged state."""
+  * a step whose loss, gradients or updated state (parameters, BatchNorm statistics,
+    optimizer state) are not finite leaves the state as it was and reports `nonfinite = 1`,
+    so a checkpoint never holds a diverged state."""
 
 import functools
 
@@ -243,7 +244,7 @@ def train_step(state, batch, *, model, table, settings, alpha, num_classes, sche
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   updated = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                           batch_stats=batch_stats, opt_state=opt_state)
-  finite = _all_finite((loss, grads))
+  finite = _all_finite((loss, grads, updated.params, updated.batch_stats, updated.opt_state))
   # One conditional, not a `jnp.where` per leaf: XLA would fuse the chain of per-leaf tests
   # that makes `finite` into every one of those, an HLO quadratic in the number of leaves.
   new_state = lax.cond(finite, lambda: updated, lambda: state)

@@ -9,6 +9,7 @@ calls them all, and holds the checks that span parts (loop counts, batch sizes o
 devices, evaluation programs).
 """
 
+import math
 import os
 
 from alignmix_jax import alignment
@@ -56,6 +57,7 @@ def validate(config, num_devices, *, mode='train'):
       raise ValueError("mixup.align_latent aligns the tensor Z: it needs "
                        "model.latent='tensor' and model.autoencoder='ae'.")
     _check_loop(config)
+    _check_optimizer(config.optimizer)
     _check_batch('batch_size', config.batch_size, num_devices)
   else:
     _check_programs(config)
@@ -69,7 +71,27 @@ def _check_batch(field, value, num_devices):
                      f'({num_devices}).')
 
 
+def _check_optimizer(optimizer):
+  for field, low, allow_zero in (('learning_rate', 0.0, False),
+                                 ('classifier_learning_rate', 0.0, True),
+                                 ('weight_decay', 0.0, True), ('momentum', 0.0, True)):
+    value = optimizer[field]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
+        value) or value < low or (value == low and not allow_zero):
+      sign = '>= 0' if allow_zero else '> 0'
+      raise ValueError(f'optimizer.{field}={value!r} must be a finite number {sign}'
+                       + (' (0: the same as learning_rate)' if field ==
+                          'classifier_learning_rate' else '') + '.')
+  if optimizer.momentum >= 1:
+    raise ValueError(f'optimizer.momentum={optimizer.momentum!r} must be below 1 (0.9 in the '
+                     'paper).')
+
+
 def _check_loop(config):
+  if config.num_train_steps <= 0 and config.num_epochs <= 0:
+    raise ValueError(f'num_epochs={config.num_epochs!r} and num_train_steps='
+                     f'{config.num_train_steps!r}: the run would train nothing; give '
+                     'num_epochs > 0 or num_train_steps > 0.')
   for field, why in _LOOP_FIELDS:
     value = config[field]
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

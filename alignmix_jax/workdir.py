@@ -9,10 +9,12 @@ record of the config the run was trained with.
                            workdir, kept by the runs that resume it (a differing config is
                            reported, field by field).
 
-A lock whose process is gone is taken over with a warning: on the same host when its
-process id no longer exists, on any host when it has not been refreshed for `STALE_AFTER_S`
-seconds (the holder refreshes it every `REFRESH_S` seconds while it runs, so a run killed
-on another node of a cluster can be restarted elsewhere).
+A lock whose process is gone is taken over with a warning. On the same host that is when its
+process id no longer exists: a live process keeps its lock however old (a run suspended
+with Ctrl-Z keeps it). A lock of another host is taken to be gone when it has not been
+refreshed for `STALE_AFTER_S` seconds (its holder refreshes it every `REFRESH_S` seconds
+while it runs), so a run killed on another node of a cluster can be restarted elsewhere; a
+run suspended on another host for longer than that loses its lock.
 """
 
 import json
@@ -53,14 +55,25 @@ def prepare(workdir):
     created, parent = parent, os.path.dirname(parent)
   try:
     os.makedirs(workdir, exist_ok=True)
-    with tempfile.TemporaryFile(dir=workdir):
-      pass
   except (FileExistsError, NotADirectoryError) as error:
     raise ValueError(f'--workdir {workdir}: a part of the path is a file ({error}).') from error
   except OSError as error:
-    raise ValueError(f'--workdir {workdir} cannot be written ({error.strerror}): give a '
+    raise ValueError(f'--workdir {workdir} cannot be created ({error.strerror}): give a '
                      'folder this user can write, or fix its permissions.') from error
+  check_writable(workdir)
   return created
+
+
+def check_writable(folder, why=''):
+  """Raises a ValueError naming `folder` and the cause when this process cannot create a
+  file in it (`why`: what the run writes there)."""
+  try:
+    with tempfile.TemporaryFile(dir=folder):
+      pass
+  except OSError as error:
+    raise ValueError(f'--workdir {folder} cannot be written ({error.strerror})'
+                     + (f': {why}' if why else '') + '; give a folder this user can write, '
+                     'or fix its permissions.') from error
 
 
 def remove_if_empty(workdir, created):
@@ -110,14 +123,17 @@ class Lock:
       return {}, age  # Being written, or torn: judged by its age alone.
 
   def _stale(self, holder, age):
-    if age > STALE_AFTER_S:
-      return True
-    return holder.get('host') == socket.gethostname() and 'pid' in holder and not _alive(
-        holder['pid'])
+    """Whether the lock's holder is gone: its process on this host, else by the lock's age."""
+    if holder.get('host') == socket.gethostname() and 'pid' in holder:
+      return not _alive(holder['pid'])
+    return age > STALE_AFTER_S
 
   def acquire(self):
     if not self._owner:
       return self
+    if os.path.isdir(self.path):
+      raise ValueError(f'{self.path} is a folder, not a lock file: remove it (a run keeps its '
+                       'lock in that file while it trains).')
     record = json.dumps({'pid': os.getpid(), 'host': socket.gethostname(),
                          'since': time.strftime('%Y-%m-%d %H:%M:%S')})
     for _ in range(3):
@@ -185,6 +201,24 @@ def _flat(tree, prefix=''):
   return out
 
 
+def config_differences(config, workdir):
+  """`{dotted field: (recorded, now)}` where `config` differs from `<workdir>/config.json`,
+  the config the run in `workdir` started with; None when there is no readable record (a
+  warning says why when the file exists)."""
+  path = os.path.join(workdir, CONFIG)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path, encoding='utf-8') as f:
+      recorded = json.load(f)
+  except (OSError, ValueError) as error:
+    logging.warning('Cannot read %s (%s).', path, error)
+    return None
+  old, new = _flat(recorded), _flat(json.loads(config.to_json_best_effort()))
+  return {field: (old.get(field), new.get(field)) for field in sorted(set(old) | set(new))
+          if old.get(field) != new.get(field)}
+
+
 def record_config(config, workdir, resumed):
   """Writes `<workdir>/config.json` for a new run; on a resumed run keeps the file and
   logs a warning listing the fields that differ from it (process 0 only).
@@ -195,17 +229,8 @@ def record_config(config, workdir, resumed):
   if jax.process_index() != 0:
     return {}
   path = os.path.join(workdir, CONFIG)
-  current = json.loads(config.to_json_best_effort())
   if resumed and os.path.exists(path):
-    try:
-      with open(path, encoding='utf-8') as f:
-        recorded = json.load(f)
-    except (OSError, ValueError) as error:
-      logging.warning('Cannot read %s (%s); it is kept as it is.', path, error)
-      return {}
-    old, new = _flat(recorded), _flat(current)
-    differences = {field: (old.get(field), new.get(field)) for field in sorted(set(old) | set(new))
-                   if old.get(field) != new.get(field)}
+    differences = config_differences(config, workdir) or {}
     if differences:
       logging.warning('Resuming with a config that differs from the one this run started with '
                       '(%s is kept): %s', path, '; '.join(
@@ -213,6 +238,6 @@ def record_config(config, workdir, resumed):
                           differences.items()))
     return differences
   with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    json.dump(current, f, indent=2)
+    json.dump(json.loads(config.to_json_best_effort()), f, indent=2)
   os.replace(path + '.tmp', path)
   return {}

@@ -27,6 +27,7 @@ paper's CIFAR recipe at full width on Fashion-MNIST.
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -97,20 +98,45 @@ def parse_set(items):
 
 
 def write_near_ood(folder, image_size):
-  """scikit-learn's digits as `folder/*.png` (unlabeled, grey, `image_size` square)."""
-  if os.path.isdir(folder) and os.listdir(folder):
+  """scikit-learn's digits as `folder/*.png` (unlabeled, grey, `image_size` square), written
+  into a temporary folder then renamed: `folder` exists only whole. A folder of another
+  count (an earlier, killed write) is written again."""
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top
+  images = datasets.load_digits().images
+  if os.path.isdir(folder) and len(os.listdir(folder)) == len(images):
     return
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  from sklearn import datasets  # pylint: disable=g-import-not-at-top
-  os.makedirs(folder, exist_ok=True)
-  for index, image in enumerate(datasets.load_digits().images):
+  partial = folder + '.partial'
+  shutil.rmtree(partial, ignore_errors=True)
+  os.makedirs(partial)
+  for index, image in enumerate(images):
     grey = (image * (255.0 / 16.0)).astype('uint8')
     Image.fromarray(grey).resize((image_size, image_size), Image.BILINEAR).save(
-        os.path.join(folder, f'{index:04d}.png'))
+        os.path.join(partial, f'{index:04d}.png'))
+  shutil.rmtree(folder, ignore_errors=True)
+  os.replace(partial, folder)
+
+
+def _write_json(path, value):
+  """`value` as JSON at `path`, atomically (a temporary file, then a rename)."""
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    json.dump(value, f, indent=1)
+  os.replace(path + '.tmp', path)
+
+
+def _read_json(path):
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)
 
 
 def run_one(config, row, seed, overrides, out_dir, near_ood):
-  """Trains and evaluates one run (resuming or skipping what is done); its record."""
+  """Trains and evaluates one run (resuming or skipping what is done); its record.
+
+  `<workdir>/compare_run.json` says what is done: the command's config and overrides, then
+  `train_seconds` once training finished and `eval_seconds` once the evaluation did (written
+  atomically before the run and after each phase). A run made with other overrides is
+  refused.
+  """
   method, row_overrides = ROWS[row].method, ROWS[row].overrides
   workdir = os.path.join(out_dir, 'runs', f'{row}_seed{seed}')
   fields = {**{k: cli_value(v) for k, v in row_overrides.items()}, **overrides,
@@ -118,23 +144,32 @@ def run_one(config, row, seed, overrides, out_dir, near_ood):
   args = [f'--config.{field}={value}' for field, value in fields.items()]
   base = [sys.executable, '-m', 'alignmix_jax', '--config', f'{config}:{method}', '--workdir',
           workdir]
-  timing = os.path.join(workdir, 'compare_seconds.json')
-  if not os.path.exists(os.path.join(workdir, 'eval.json')):
+  status_path = os.path.join(workdir, 'compare_run.json')
+  made = {'config': f'{config}:{method}', 'overrides': fields}
+  if not os.path.exists(status_path):  # Before anything runs: a restart can check it.
+    os.makedirs(workdir, exist_ok=True)
+    _write_json(status_path, made)
+  status = _read_json(status_path)
+  if {key: status.get(key) for key in made} != made:
+    raise SystemExit(
+        f'compare_methods: {workdir} was run with {status.get("config")} and the overrides '
+        f'{status.get("overrides")}, not {made["config"]} with {fields}: give another --out, '
+        f'or delete {os.path.join(out_dir, "runs")} to run everything again.')
+  for phase, extra in (('train_seconds', []), ('eval_seconds', ['--mode', 'eval'])):
+    if phase in status:
+      continue
+    print(f'compare_methods: {row} seed {seed}: {" ".join(extra) or "train"}', flush=True)
     start = time.perf_counter()
-    for extra in ([], ['--mode', 'eval']):
-      print(f'compare_methods: {row} seed {seed}: {" ".join(extra) or "train"}', flush=True)
-      done = subprocess.run(base + args + extra, cwd=ROOT, check=False)
-      if done.returncode:
-        raise SystemExit(f'compare_methods: {row} seed {seed} failed ({done.returncode}); '
-                         'rerun the same command to resume.')
-    with open(timing, 'w', encoding='utf-8') as f:
-      json.dump({'seconds': time.perf_counter() - start}, f)
-  with open(os.path.join(workdir, 'eval.json'), encoding='utf-8') as f:
-    record = json.load(f)
+    done = subprocess.run(base + args + extra, cwd=ROOT, check=False)
+    if done.returncode:
+      raise SystemExit(f'compare_methods: {row} seed {seed} failed ({done.returncode}); '
+                       'rerun the same command to resume.')
+    status[phase] = time.perf_counter() - start
+    _write_json(status_path, status)
+  record = _read_json(os.path.join(workdir, 'eval.json'))
   tests = [line for line in metric_logging.read_jsonl(workdir) if 'test/best_top1' in line]
   record['best_top1_error'] = 100.0 - tests[-1]['test/best_top1']
-  with open(timing, encoding='utf-8') as f:
-    record['minutes'] = json.load(f)['seconds'] / 60.0
+  record['minutes'] = (status['train_seconds'] + status['eval_seconds']) / 60.0
   return {'row': row, 'seed': seed, 'workdir': workdir, **record}
 
 
@@ -216,12 +251,13 @@ def main(argv=None):
   write_near_ood(near_ood, 32)
   records = [run_one(args.config, row, seed, overrides, out_dir, near_ood)
              for seed in seeds for row in rows]
-  with open(os.path.join(out_dir, 'results.json'), 'w', encoding='utf-8') as f:
-    json.dump({'config': args.config, 'budget': args.budget, 'overrides': overrides,
-               'records': records}, f, indent=1)
+  _write_json(os.path.join(out_dir, 'results.json'),
+              {'config': args.config, 'budget': args.budget, 'overrides': overrides,
+               'records': records})
   text = table(records, rows, seeds)
-  with open(os.path.join(out_dir, 'results.md'), 'w', encoding='utf-8') as f:
+  with open(os.path.join(out_dir, 'results.md.tmp'), 'w', encoding='utf-8') as f:
     f.write(text + '\n')
+  os.replace(os.path.join(out_dir, 'results.md.tmp'), os.path.join(out_dir, 'results.md'))
   print(text)
   print(side_by_side(records, out_dir))
   if 'alignmix' in rows:

@@ -10,6 +10,9 @@ import sys
 
 import jax
 import numpy as np
+import pytest
+
+from benchmarks import compare_methods
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -139,3 +142,57 @@ def test_compare_methods_writes_the_table_and_restarts_where_it_stopped(tmp_path
   assert again.returncode == 0 and 'seed 0: train' not in again.stdout  # Nothing run again.
   assert 'seed 1: train' not in again.stdout
   assert (tmp_path / 'results.md').read_text() == table
+
+
+def _fake_runs(monkeypatch, calls):
+  """compare_methods' subprocesses replaced: training writes a test line, evaluation an
+  eval.json (what `python -m alignmix_jax` writes), each call recorded."""
+  def fake_run(command, cwd, check):
+    del cwd, check
+    workdir = command[command.index('--workdir') + 1]
+    os.makedirs(workdir, exist_ok=True)
+    calls.append('eval' if '--mode' in command else 'train')
+    if '--mode' in command:
+      with open(os.path.join(workdir, 'eval.json'), 'w', encoding='utf-8') as f:
+        json.dump({'top1_error': 12.5}, f)
+    else:
+      with open(os.path.join(workdir, 'metrics.jsonl'), 'w', encoding='utf-8') as f:
+        f.write(json.dumps({'step': 6, 'test/top1': 90.0, 'test/best_top1': 91.0}) + '\n')
+    return subprocess.CompletedProcess(command, 0)
+
+  monkeypatch.setattr(compare_methods.subprocess, 'run', fake_run)
+
+
+def test_compare_methods_restarts_where_a_kill_left_it(tmp_path, monkeypatch):
+  calls = []
+  _fake_runs(monkeypatch, calls)
+  out, near_ood = str(tmp_path), str(tmp_path / 'ood')
+  run = lambda overrides: compare_methods.run_one('digits', 'vanilla', 0, overrides, out,
+                                                  near_ood)
+  record = run({'num_train_steps': '6'})
+  assert calls == ['train', 'eval'] and record['minutes'] >= 0
+  assert record['best_top1_error'] == 9.0 and record['top1_error'] == 12.5
+  assert run({'num_train_steps': '6'}) == record and calls == ['train', 'eval']  # Done.
+  # Killed after eval.json was written, before its time was: the evaluation runs again.
+  status = tmp_path / 'runs' / 'vanilla_seed0' / 'compare_run.json'
+  recorded = json.loads(status.read_text())
+  del recorded['eval_seconds']
+  status.write_text(json.dumps(recorded))
+  assert run({'num_train_steps': '6'})['top1_error'] == 12.5
+  assert calls == ['train', 'eval', 'eval']
+  # Other overrides for the same runs: refused, nothing run.
+  with pytest.raises(SystemExit, match=r"was run with digits:vanilla and the overrides .*'6'"
+                                       r".*give another --out"):
+    run({'num_train_steps': '7'})
+  assert calls == ['train', 'eval', 'eval']
+
+
+def test_the_near_ood_folder_is_written_whole(tmp_path):
+  folder = tmp_path / 'ood'
+  os.makedirs(folder)
+  for index in range(330):  # What a killed write left.
+    (folder / f'{index:04d}.png').write_bytes(b'')
+  compare_methods.write_near_ood(str(folder), 8)
+  names = sorted(os.listdir(folder))
+  assert len(names) == 1797 and not os.path.exists(str(folder) + '.partial')
+  assert all((folder / name).stat().st_size > 0 for name in names[:330])

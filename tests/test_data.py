@@ -102,6 +102,12 @@ def test_fashion_mnist_errors_name_the_file_and_the_fix(tmp_path):
   root, _ = _fashion_dir(tmp_path / 'sizes')
   with pytest.raises(ValueError, match='config.dataset.train_size = 60000'):
     arrays.load(_fashion_config(root, counts=(60_000, 5)), 'train')
+  with open(os.path.join(root, 't10k-images-idx3-ubyte'), 'wb') as f:  # MNIST-like, 10x10.
+    f.write(_idx(np.zeros((5, 10, 10), np.uint8)))
+  os.remove(os.path.join(root, 't10k-images-idx3-ubyte.gz'))
+  with pytest.raises(ValueError, match="t10k-images-idx3-ubyte holds 10x10 images; "
+                                       "Fashion-MNIST's are 28x28"):
+    arrays.load(_fashion_config(root), 'test')
 
 
 # CIFAR: the binary archives, written here.
@@ -200,6 +206,29 @@ def _tiny_imagenet_dir(root, size=8):
   return str(root)
 
 
+def test_tiny_imagenet_file_names_that_are_not_utf8_are_read(tmp_path):
+  """A file name of Latin-1 bytes (not UTF-8), in the train folder and in the validation
+  annotations: read like any other (and cached)."""
+  root = _tiny_imagenet_dir(tmp_path)
+  images = os.path.join(root, 'train', 'n01', 'images').encode()
+  latin1 = os.path.join(images, b'n01_\xe9.png')
+  image = np.full((8, 8, 3), 200, np.uint8)
+  Image.fromarray(image).save(latin1.decode('utf-8', 'surrogateescape'), format='PNG')
+  val = os.path.join(root, 'val').encode()
+  Image.fromarray(image).save(os.path.join(val, b'images', b'val_\xe9.png').decode(
+      'utf-8', 'surrogateescape'), format='PNG')
+  with open(os.path.join(val, b'val_annotations.txt'), 'ab') as f:
+    f.write(b'val_\xe9.png\tn02\t0\t0\t1\t1\n')
+  config = _config(name='tiny_imagenet', data_dir=root, image_size=8, num_classes=2,
+                   train_size=7, test_split='val', test_size=5, augment='crop_flip')
+  train = arrays.load(config, 'train')
+  assert list(train['label']) == [0, 0, 0, 0, 1, 1, 1]
+  np.testing.assert_array_equal(train['image'][3], image)  # n01_\xe9 sorts after n01_2.
+  test = arrays.load(config, 'test')
+  assert list(test['label']) == [0, 1, 0, 1, 1]
+  np.testing.assert_array_equal(test['image'][4], image)
+
+
 def test_tiny_imagenet_is_decoded_once_and_cached(tmp_path):
   root = _tiny_imagenet_dir(tmp_path)
   config = _config(name='tiny_imagenet', data_dir=root, image_size=8, num_classes=2,
@@ -271,7 +300,7 @@ def test_a_one_bit_bmp_is_decoded(tmp_path):
   bits = np.zeros((8, 8), bool)
   bits[2:6, 2:6] = True
   Image.fromarray(bits).convert('1').save(folder / 'mask.bmp')
-  config = _config(name='image_folder', data_dir=str(folder), image_size=8)
+  config = _config(name='image_folder', data_dir=str(folder), image_size=8, folder_labels=False)
   image = arrays.load(config, 'test')['image'][0]
   expected = np.repeat(np.where(bits, 255, 0).astype(np.uint8)[..., None], 3, axis=-1)
   np.testing.assert_array_equal(image, expected)  # Every pixel, white inside, black outside.

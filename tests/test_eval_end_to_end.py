@@ -105,8 +105,9 @@ def test_eval_errors_name_the_path_and_the_fix(digits_run, tmp_path):
   with pytest.raises(FileNotFoundError, match='No checkpoint for step 2 .* steps \\[1\\]'):
     runner.evaluate(config, str(workdir), checkpoint_step=2)
   config.model.width = 8
-  with pytest.raises(ValueError, match='does not fit the model of this config'):
+  with pytest.raises(ValueError, match=r'was trained with model.width=4 \(this config: 8\)'):
     runner.evaluate(config, str(workdir))
+  config.model.width = 4
   missing = str(tmp_path / 'lsun_crop')
   config.eval.ood_folders.lsun = missing
   with pytest.raises(FileNotFoundError, match=f'{missing}.*config.eval.ood_folders.lsun'):

@@ -154,7 +154,7 @@ def _candidates(images, padding):
 def test_crop_flip_shifts_with_zero_padding_and_flips_half_the_time(tmp_path):
   images = list(np.random.default_rng(0).integers(0, 256, (32, 8, 8, 3), np.uint8))
   config = _config(name='image_folder', data_dir=_flat_folder(tmp_path, images),
-                   image_size=8, crop_padding=2, augment='crop_flip')
+                   folder_labels=False, image_size=8, crop_padding=2, augment='crop_flip')
   batches = _take(tfdata.create_split(config, 'test', batch_size=32, seed=0,
                                               train=True), 12)
   table = _candidates(images, padding=2)
@@ -191,7 +191,8 @@ def test_imagenet_augmentation_keeps_size_range_and_jitters_colour(tmp_path):
 
 def test_folder_images_of_other_sizes_are_fitted(tmp_path):
   images = [np.full((12, 8, 3), 200, np.uint8), np.full((5, 9, 3), 100, np.uint8)]
-  config = _config(name='image_folder', data_dir=_flat_folder(tmp_path, images), image_size=4)
+  config = _config(name='image_folder', data_dir=_flat_folder(tmp_path, images), image_size=4,
+                   folder_labels=False)
   batch = next(tfdata.create_split(config, 'test', batch_size=2, seed=0, train=False))
   assert batch['image'].shape == (2, 4, 4, 3)
   assert np.allclose(_pixels(batch)[:, :, :, 0], np.array([200, 100])[:, None, None], atol=1)
@@ -243,7 +244,7 @@ def test_tiny_imagenet_folder_layout(tmp_path):
 
 def test_process_shards_are_disjoint_and_cover_the_split(tmp_path):
   config = _config(name='image_folder', data_dir=_flat_folder(tmp_path, _constant_images(11)),
-                   image_size=8, crop_padding=0)
+                   folder_labels=False, image_size=8, crop_padding=0)
   passes = [list(tfdata.create_split(config, 'test', batch_size=4, seed=0, train=False,
                                              process_index=index, process_count=2))
             for index in range(2)]
@@ -418,11 +419,11 @@ def test_missing_or_empty_folders_show_the_expected_layout(tmp_path):
   with pytest.raises(FileNotFoundError, match=r'is not a folder(.|\n)*<wnid>/images'):
     tfdata.create_split(_config(name='tiny_imagenet', data_dir=str(tmp_path / 'no')),
                                 'train', batch_size=8, seed=0, train=True)
-  with pytest.raises(ValueError, match='set config.dataset.data_dir(.|\n)*labeled:'):
+  with pytest.raises(ValueError, match='set config.dataset.data_dir(.|\n)*folder_labels=False'):
     tfdata.create_split(_config(name='image_folder'), 'test', batch_size=8, seed=0,
                                 train=False)
   (tmp_path / 'empty' / 'test').mkdir(parents=True)
-  with pytest.raises(FileNotFoundError, match=r'no images in .*empty/test(.|\n)*unlabeled:'):
+  with pytest.raises(FileNotFoundError, match=r'no images in .*empty/test(.|\n)*folder_labels=False'):
     tfdata.create_split(_config(name='image_folder', data_dir=str(tmp_path / 'empty')),
                                 'test', batch_size=8, seed=0, train=False)
   (tmp_path / 'tiny' / 'train' / 'n01' / 'images').mkdir(parents=True)

@@ -46,7 +46,7 @@ def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pat
   code, output = helpers.finish(helpers.main(tmp_path / 'run', 'num_train_steps=200',
                                              *blowing_up))
   assert code == 1, output[-3000:]
-  bad = int(output.split('Non-finite loss or gradients at step ')[1].split()[0])
+  bad = int(output.split('Non-finite loss, gradients or updated weights at step ')[1].split()[0])
   assert bad > 44
   saved = checkpointing.Checkpoints(tmp_path / 'run', read_only=True)
   last = saved.latest_step()

@@ -299,6 +299,24 @@ def test_a_nonfinite_step_leaves_the_state_unchanged(five_mode_run):
     np.testing.assert_array_equal(new, old)
 
 
+def test_a_step_whose_updated_weights_are_not_finite_leaves_the_state_unchanged(
+    five_mode_run):
+  """Finite loss and gradients, but an optimizer state that makes the update infinite (as a
+  learning rate of 1e38 would): nothing of the step is applied."""
+  config, _, run, states, _ = five_mode_run
+  mesh = parallel.data_mesh()
+  state = states[-1]
+  state = state.replace(opt_state=jax.tree.map(
+      lambda x: x + np.inf if jnp.issubdtype(x.dtype, jnp.floating) else x, state.opt_state))
+  new_state, metrics = run(state, jax.device_put(helpers.batch(config),
+                                                 parallel.sharded(mesh)))
+  assert np.isfinite(float(metrics['loss']))
+  assert int(metrics['nonfinite']) == 1
+  assert int(new_state.step) == int(state.step)
+  for new, old in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(new, old)
+
+
 def test_the_mode_draw_follows_the_table_probabilities():
   table = (('a', 0.5), ('b', 0.25), ('c', 0.25))
   keys = jax.random.split(jax.random.PRNGKey(0), 4000)

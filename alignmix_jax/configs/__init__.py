@@ -106,9 +106,47 @@ def load(argument):
     raise ValueError(f'--config {argument}: {path} defines no get_config(); a config file '
                      'returns its ConfigDict from get_config() (see alignmix_jax/configs/).')
   try:
-    return module.get_config(method) if method else module.get_config()
+    config = module.get_config(method) if method else module.get_config()
   except Exception as error:  # pylint: disable=broad-except
     raise ValueError(f'--config {argument}: get_config({method}) failed: {error}') from error
+  check(config, f'--config {argument}')
+  return config
+
+
+def _leaves(node, prefix=''):
+  """The dotted names of the leaves of a ConfigDict (OOD folder names excepted: any)."""
+  for name, value in node.items():
+    field = f'{prefix}{name}'
+    if field == 'eval.ood_folders':
+      continue
+    if hasattr(value, 'items'):
+      yield from _leaves(value, field + '.')
+    else:
+      yield field
+
+
+def check(config, source):
+  """Raises a ValueError when `config` (given by `source`, e.g. '--config FILE') is not an
+  `ml_collections.ConfigDict` holding every field of the schema (`default.get_config()`)."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from alignmix_jax.configs import default  # pylint: disable=g-import-not-at-top
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ValueError(f'{source}: get_config() returned {type(config).__name__}, not an '
+                     'ml_collections.ConfigDict: start from '
+                     'alignmix_jax.configs.default.get_config() and set fields on it.')
+  missing = []
+  for field in _leaves(default.get_config()):
+    node = config
+    for part in field.split('.'):
+      node = node.get(part) if hasattr(node, 'get') else None
+      if node is None:
+        break
+    if node is None:
+      missing.append(field)
+  if missing:
+    raise ValueError(f'{source}: the config lacks the field{"s" if len(missing) > 1 else ""} '
+                     f'{", ".join(missing[:6])}{", ..." if len(missing) > 6 else ""}: start '
+                     'from alignmix_jax.configs.default.get_config() and set fields on it.')
 
 
 def override(config, fields):

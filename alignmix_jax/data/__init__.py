@@ -139,6 +139,11 @@ def train_feed(dataset_config, mesh, *, global_batch_size, seed, start_step=0):
     return Feed({}, parallel.global_batches(batches, mesh), _unchanged)
   catalog.steps_per_epoch(dataset_config, global_batch_size)  # Batch size against the split.
   split = arrays.load(dataset_config, 'train')
+  if len(split['label']) < global_batch_size:  # Unreadable images left out.
+    raise ValueError(f'{dataset_config.name}: the train split holds {len(split["label"])} '
+                     'readable images once the unreadable ones are left out, fewer than the '
+                     f'global batch size {global_batch_size}; replace the unreadable images or '
+                     'lower batch_size.')
   resident = {key: parallel.global_array(value, mesh) for key, value in split.items()}
   inputs = (jax.tree.map(lambda x: parallel.global_array(x, mesh, P(parallel.AXIS)), step)
             for step in device.train_inputs(len(split['label']), global_batch_size, seed,

@@ -141,6 +141,9 @@ def _fashion_mnist(dataset_config, split):
   images_path, images = _open_maybe_gzipped(dataset_config.data_dir, images_name)
   labels_path, labels = _open_maybe_gzipped(dataset_config.data_dir, labels_name)
   images, labels = read_idx(images_path, images, 3), read_idx(labels_path, labels, 1)
+  if images.shape[1:] != (28, 28):
+    raise ValueError(f'fashion_mnist: {images_path} holds {images.shape[1]}x{images.shape[2]} '
+                     f'images; Fashion-MNIST\'s are 28x28. {_FASHION_HELP}')
   if len(images) != len(labels):
     raise ValueError(f'fashion_mnist: {images_path} holds {len(images)} images but '
                      f'{labels_path} {len(labels)} labels. {_FASHION_HELP}')
@@ -223,10 +226,27 @@ def _tfds(dataset_config, split):
         f'{_cifar_help(dataset_config)}') from error
 
 
+# Pillow's 16-bit grey modes (PNG, TIFF): scaled to 8 bits, not clipped by `convert('RGB')`.
+_SIXTEEN_BIT_MODES = ('I;16', 'I;16B', 'I;16L', 'I;16N')
+
+
 def _decode(path):
-  """One image file as uint8 `[h, w, 3]` (grey, 1-bit and palette images become RGB)."""
+  """One image file as uint8 `[h, w, 3]`: grey, 1-bit and palette images become RGB, 16-bit
+  grey images are scaled to 8 bits (value * 255 / 65535, rounded).
+
+  Raises:
+    ValueError: an image of 32-bit integers or floats, whose range is unknown.
+  """
   from PIL import Image  # pylint: disable=g-import-not-at-top
   with Image.open(path) as image:
+    if image.mode in _SIXTEEN_BIT_MODES:
+      values = np.asarray(image).astype(np.uint32)
+      grey = ((values * 255 + 32767) // 65535).astype(np.uint8)
+      return np.repeat(grey[..., None], 3, axis=-1)
+    if image.mode in ('I', 'F'):
+      raise ValueError(f'{"32-bit integer" if image.mode == "I" else "floating-point"} pixels '
+                       '(Pillow mode ' + image.mode + ') have no known range; save the image '
+                       'with 8 or 16 bits per channel')
     return np.asarray(image.convert('RGB'))
 
 
@@ -234,14 +254,14 @@ def _decode_all(dataset_config, split, paths, labels):
   """The images at `paths`, each fitted to `image_size`: `{'image': uint8 [N, S, S, 3],
   'label': int32 [N]}`. An unreadable image is an error naming it, or, with
   `config.dataset.skip_unreadable`, left out with a warning and a count."""
-  from PIL import UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
   size = dataset_config.image_size
   out = np.empty((len(paths), size, size, 3), np.uint8)
   kept, skipped = [], []
   for path in paths:
     try:
       out[len(kept)] = fit(_decode(path)[None], size)[0]
-    except (OSError, ValueError, SyntaxError, UnidentifiedImageError) as error:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
       if not dataset_config.skip_unreadable:
         raise ValueError(
             f'Cannot decode the image {path} ({dataset_config.name}, '
@@ -264,7 +284,9 @@ def _cached_decode(dataset_config, split, paths, labels):
   size = dataset_config.image_size
   root = dataset_config.data_dir
   listing = '\n'.join(os.path.relpath(p, root) for p in paths)
-  digest = hashlib.sha1(f'{listing}\nskip={dataset_config.skip_unreadable}'.encode()).hexdigest()
+  # File names that are not UTF-8 reach here as surrogate escapes: hash their bytes.
+  digest = hashlib.sha1(f'{listing}\nskip={dataset_config.skip_unreadable}'.encode(
+      'utf-8', 'surrogateescape')).hexdigest()
   cache = os.path.join(root, f'alignmix_{catalog.split_name(dataset_config, split)}_{size}.npz')
   if os.path.isfile(cache):
     try:

@@ -7,7 +7,8 @@ Datasets (`config.dataset.name`):
   cifar10, cifar100  the binary archives (`cifar-10-binary.tar.gz`,
                      `cifar-100-binary.tar.gz`), or a prepared tfds data_dir.
   tiny_imagenet      the standard folder layout, splits 'train' and 'val'.
-  image_folder       one subfolder per class, or a flat folder of unlabeled images (label -1).
+  image_folder       one subfolder per class (`folder_labels=False`: every image below the
+                     folder, unlabeled, label -1; the OOD sets).
   imagenet2012, caltech_birds2011
                      tfds, streamed by the tf.data pipeline (too large for memory);
                      caltech_birds2011 has one box per image (`with_bbox`).
@@ -40,10 +41,11 @@ TINY_IMAGENET_LAYOUT = """\
 (the layout of tiny-imagenet-200.zip unpacked; config.dataset.data_dir names its root)"""
 
 IMAGE_FOLDER_LAYOUT = f"""\
-  labeled:    <folder>/<class>/**/<image>   one subfolder per class (labels: sorted names)
-  unlabeled:  <folder>/<image>              flat, label -1 (e.g. an OOD set)
+  <folder>/<class>/**/<image>   one subfolder per class (labels: sorted class names)
 where <folder> is <data_dir>/<split> (<split> = config.dataset.train_split or test_split)
-when that subfolder exists, else <data_dir> itself; images end in {IMAGE_EXTENSIONS}"""
+when that subfolder exists, else <data_dir> itself; images end in {IMAGE_EXTENSIONS}.
+An unlabeled folder (every image below it, label -1: an OOD set) is read with
+config.dataset.folder_labels=False, as config.eval.ood_folders are."""
 
 
 def check_dataset(dataset_config):
@@ -189,7 +191,7 @@ def _tiny_imagenet_val(root, wnids):
   annotations = os.path.join(root, 'val', 'val_annotations.txt')
   if not os.path.isfile(annotations):
     return [], [], annotations
-  with open(annotations, encoding='utf-8') as f:
+  with open(annotations, encoding='utf-8', errors='surrogateescape') as f:  # Any file names.
     rows = [line.split('\t')[:2] for line in f if line.strip()]
   index = {wnid: label for label, wnid in enumerate(wnids)}
   unknown = sorted({wnid for _, wnid in rows} - set(index))
@@ -201,9 +203,15 @@ def _tiny_imagenet_val(root, wnids):
 
 
 def image_folder_files(dataset_config, split):
-  """`(paths, labels)` of a folder: labeled by class subfolder, or flat (label -1); with
-  `folder_labels=False` every image below the folder, unlabeled (OOD sets, whatever their
-  layout, e.g. the ODIN archives' `LSUN_resize/LSUN_resize/*.jpg`)."""
+  """`(paths, labels)` of a folder, labeled by class subfolder; with `folder_labels=False`
+  every image below the folder, unlabeled, label -1 (OOD sets, whatever their layout, e.g.
+  the ODIN archives' `LSUN_resize/LSUN_resize/*.jpg`).
+
+  Raises:
+    ValueError: images beside the class subfolders, or no class subfolder (a labeled split
+      of unlabeled images would train on label -1).
+    FileNotFoundError: no images.
+  """
   root = data_root(dataset_config, IMAGE_FOLDER_LAYOUT)
   folder = os.path.join(root, split_name(dataset_config, split))
   folder = folder if os.path.isdir(folder) else root
@@ -218,9 +226,11 @@ def image_folder_files(dataset_config, split):
   classes = [name for name in entries if os.path.isdir(os.path.join(folder, name))]
   if flat and classes:
     raise ValueError(f'image_folder: {folder} holds both images and subfolders {classes[:5]}; '
-                     f'use one of the layouts:\n{IMAGE_FOLDER_LAYOUT}')
+                     f'use the layout:\n{IMAGE_FOLDER_LAYOUT}')
   if flat:
-    return flat, [-1] * len(flat)
+    raise ValueError(f'image_folder: {folder} holds images ({len(flat)}, e.g. {flat[0]}) but no '
+                     'class subfolders, so they have no labels; put each class in its own '
+                     f'subfolder:\n{IMAGE_FOLDER_LAYOUT}')
   paths, labels = _class_files(folder, classes)
   _require_files(dataset_config, paths, folder, IMAGE_FOLDER_LAYOUT)
   check_classes(dataset_config, len(classes))

@@ -27,6 +27,7 @@ from alignmix_jax import metric_logging
 from alignmix_jax import models
 from alignmix_jax import parallel
 from alignmix_jax import validation
+from alignmix_jax import workdir as workdir_lib
 from alignmix_jax.evaluation import attacks
 from alignmix_jax.evaluation import calibration
 from alignmix_jax.evaluation import classification
@@ -130,9 +131,35 @@ def run_programs(config, fns, batches_fn, workdir, step=None):
     scalars = PROGRAMS[name](config, fns, batches_fn, out)
     logging.info('Evaluation %s: %s', name, scalars)
     results.update(scalars)
-  with open(os.path.join(workdir, 'eval.json'), 'w') as f:
+  path = os.path.join(workdir, 'eval.json')
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:  # Whole or not at all.
     json.dump(results, f, indent=2, sort_keys=True)
+  os.replace(path + '.tmp', path)
   return results
+
+
+# The fields that make the model and the data of a run: `--mode eval` refuses a config whose
+# values differ from those the run in the workdir was trained with (its config.json).
+RUN_FIELDS = ('dataset.name', 'dataset.num_classes', 'dataset.image_size', 'dataset.mean',
+              'dataset.std', 'model.name', 'model.width', 'model.preact_shortcut',
+              'model.autoencoder', 'model.latent', 'model.latent_dim',
+              'model.feature_resolution')
+
+
+def _check_the_run(config, workdir):
+  """Raises a ValueError when `config` describes another model or dataset than the run in
+  `workdir` was trained with, or when `workdir` cannot be written (eval.json goes there)."""
+  differences = workdir_lib.config_differences(config, workdir) or {}
+  differing = {field: values for field, values in differences.items() if field in RUN_FIELDS}
+  if differing:
+    raise ValueError(
+        f'--mode eval: the run in {workdir} was trained with ' + ', '.join(
+            f'{field}={was!r} (this config: {now!r})' for field, (was, now) in
+            differing.items()) + f'. Evaluate it with the config it was trained with '
+        f'({os.path.join(workdir, workdir_lib.CONFIG)} records it), e.g. the same --config '
+        'as its training command.')
+  if os.path.isdir(workdir):
+    workdir_lib.check_writable(workdir, why='--mode eval writes eval.json and eval/ there')
 
 
 def evaluate(config, workdir, checkpoint_step=None):
@@ -147,12 +174,15 @@ def evaluate(config, workdir, checkpoint_step=None):
 
   Raises:
     FileNotFoundError: no checkpoint (at that step) in `workdir`, or a missing OOD folder.
-    ValueError: the checkpoint does not fit the config's model, or a setting cannot run.
+    ValueError: the checkpoint does not fit the config's model, the config is not the one
+      the run was trained with (model or dataset, `RUN_FIELDS`), `workdir` cannot be
+      written, or a setting cannot run.
   """
   if jax.process_count() > 1:
     raise ValueError(f'--mode eval runs on one process (got {jax.process_count()}): start it '
                      'without --multiprocess or --coordinator_address.')
   validation.validate(config, jax.device_count(), mode='eval')
+  _check_the_run(config, workdir)
   mesh = parallel.data_mesh()
   variables, step = checkpointing.restore_variables(workdir, config, mesh, step=checkpoint_step)
   model = models.create_model(config)
