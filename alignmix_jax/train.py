@@ -1,8 +1,9 @@
 """The training loop: `train_and_evaluate(config, workdir)`.
 
-Init or restore (orbax, `<workdir>/checkpoints`), then for each step: the data-parallel
-train step (`jax.jit(jax.shard_map(train_step))` over all devices of all processes), train
-metrics every `log_every_steps`, test top-1 every `eval_every_epochs` (final and best), a
+Init or restore (orbax, `<workdir>/checkpoints`), then the data-parallel train step
+(`jax.jit(jax.shard_map(train_step))` over all devices of all processes), run
+`steps_per_dispatch` steps at a time (`parallel.shard_map_steps`: dispatches end at every
+step that logs, saves or evaluates), train metrics every `log_every_steps`, test top-1 every `eval_every_epochs` (final and best), a
 checkpoint every `checkpoint_every_steps`. Metrics go to TensorBoard, the log and
 `<workdir>/metrics.jsonl`.
 
@@ -24,7 +25,6 @@ Guarantees (docs/training.md):
 import contextlib
 import dataclasses
 import functools
-import itertools
 import os
 import signal
 import time
@@ -111,6 +111,7 @@ class _Plan:
   log_every: int
   checkpoint_every: int
   eval_every: int
+  per_dispatch: int
 
   @classmethod
   def of(cls, config):
@@ -119,7 +120,8 @@ class _Plan:
                           else int(config.num_epochs * steps_per_epoch)),
                steps_per_epoch=steps_per_epoch, log_every=config.log_every_steps,
                checkpoint_every=config.checkpoint_every_steps,
-               eval_every=config.eval_every_epochs * steps_per_epoch)
+               eval_every=config.eval_every_epochs * steps_per_epoch,
+               per_dispatch=parallel.steps_per_dispatch(config.steps_per_dispatch))
 
   def logs(self, step):
     return step % self.log_every == 0
@@ -129,6 +131,17 @@ class _Plan:
 
   def evaluates(self, step):
     return step % self.eval_every == 0 or step == self.num_steps
+
+  def dispatch(self, done):
+    """The number of steps of the dispatch that follows step `done`: `per_dispatch`, or
+    fewer so that it ends at the next step that logs, saves or evaluates; then the largest
+    power of two that fits, so that a run compiles at most log2(per_dispatch) + 2 programs
+    (one when those intervals are multiples of `per_dispatch`). A function of `done`
+    alone: a resumed run dispatches as an uninterrupted one."""
+    following = min(self.num_steps, *((done // every + 1) * every for every in
+                                      (self.log_every, self.checkpoint_every, self.eval_every)))
+    count = following - done
+    return self.per_dispatch if count >= self.per_dispatch else 1 << (count.bit_length() - 1)
 
 
 def summarize_window(metrics, table_modes):
@@ -259,17 +272,29 @@ def _restore_or_init(config, mesh, plan, outputs):
   return state, 0.0
 
 
-def _compile_step(config, model, plan, mesh, feed, state, inputs):
-  """The data-parallel train step (`(state, resident, inputs) -> (state, metrics)`),
-  compiled for these arguments."""
-  _, schedules = optim.create_optimizer(config.optimizer, plan.steps_per_epoch)
-  step = train_step_lib.make_train_step(config, model, schedules)
-  train_fn = parallel.shard_map_step(feed.wrap(step), mesh, num_replicated=1)
-  return train_fn.lower(state, feed.resident, inputs).compile()
+class _Steps:
+  """The data-parallel train step, K steps per call (`parallel.shard_map_steps`):
+  `(state, inputs [K, B, ...]) -> (state, metrics [K])`, compiled once per K on first use,
+  the compile time left out of the progress rate."""
+
+  def __init__(self, config, model, plan, mesh, feed, progress):
+    _, schedules = optim.create_optimizer(config.optimizer, plan.steps_per_epoch)
+    step = train_step_lib.make_train_step(config, model, schedules)
+    self._steps = parallel.shard_map_steps(feed.wrap(step), mesh, num_replicated=1)
+    self._resident, self._progress, self._compiled = feed.resident, progress, {}
+
+  def __call__(self, state, inputs):
+    count = jax.tree.leaves(inputs)[0].shape[0]
+    if count not in self._compiled:
+      jax.block_until_ready(state)  # The running dispatch is training time, not compiling.
+      with self._progress.paused():
+        self._compiled[count] = self._steps.lower(state, self._resident, inputs).compile()
+    return self._compiled[count](state, self._resident, inputs)
 
 
 def _log(window, done, config, table_modes, outputs, progress):
-  """Writes the scalars of the steps in `window` (their metrics) at step `done`.
+  """Writes the scalars of the steps in `window` (the metrics `[K]` of each dispatch since
+  the last write) at step `done`.
 
   Raises:
     FloatingPointError: a step of the window had a non-finite loss, gradient or updated
@@ -277,7 +302,7 @@ def _log(window, done, config, table_modes, outputs, progress):
       states).
   """
   outputs.checkpoints.check()  # A checkpoint save that failed stops the run here.
-  stacked = jax.device_get(jax.tree.map(lambda *xs: np.stack(xs), *window))
+  stacked = jax.tree.map(lambda *xs: np.concatenate(xs), *jax.device_get(window))
   if stacked['nonfinite'].any():
     bad = done - len(stacked['nonfinite']) + 1 + int(np.argmax(stacked['nonfinite']))
     raise FloatingPointError(
@@ -329,10 +354,8 @@ def _train(config, workdir, mesh, stop):
   logging.debug('Modes and weights: %s.', methods.table(config))
   feed = data.train_feed(config.dataset, mesh, global_batch_size=config.batch_size,
                          seed=config.seed, start_step=start)
-  first = next(feed)
   progress = Progress(start, plan.num_steps, plan.steps_per_epoch)
-  with progress.paused():  # Compiling is not training time.
-    train_fn = _compile_step(config, model, plan, mesh, feed, state, first)
+  train_steps = _Steps(config, model, plan, mesh, feed, progress)
   tester = _Tester(config, model, mesh, best_top1)
   table_modes = methods.table_modes(config)
 
@@ -342,11 +365,14 @@ def _train(config, workdir, mesh, stop):
       outputs.open(start, resumed, plan.evaluates(start))
       if plan.evaluates(start):  # Saved before its evaluation: evaluated again here.
         final = _evaluate(state, start, tester, outputs, progress)
-    for inputs in itertools.islice(itertools.chain([first], feed), plan.num_steps - start):
-      state, metrics = train_fn(state, feed.resident, inputs)
+    inputs = feed.take(plan.dispatch(done)) if done < plan.num_steps else None
+    while done < plan.num_steps:
+      state, metrics = train_steps(state, inputs)
       outputs.open(start, resumed, False)  # Training runs: from here on the workdir fills.
       window.append(metrics)
-      done += 1
+      done += len(metrics['loss'])
+      if done < plan.num_steps:  # The next inputs, made while the devices run these.
+        inputs = feed.take(plan.dispatch(done))
       stopping = plan.logs(done) and _stop_requested(stop)
       if plan.logs(done) or plan.saves(done) or stopping:
         _log(window, done, config, table_modes, outputs, progress)

@@ -101,6 +101,10 @@ def _check_loop(config):
         f'checkpoint_every_steps={config.checkpoint_every_steps} must be a multiple of '
         f'log_every_steps={config.log_every_steps}, so that a resumed run averages its '
         'metrics over the same windows as an uninterrupted one.')
+  value = config.steps_per_dispatch
+  if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    raise ValueError(f'steps_per_dispatch={value!r} must be an integer >= 1 (train steps run '
+                     'in one call to the devices), or 0 for the backend\'s default.')
 
 
 def _check_programs(config):

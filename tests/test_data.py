@@ -397,30 +397,35 @@ def _digits(**fields):
   return _config(**{'image_size': 16, **fields})
 
 
-def test_train_feed_is_the_same_on_one_and_two_devices_and_resumes():
+def _materialized(feed, mesh, count):
+  """The batches of the next `count` steps of `feed` (one `take`), as the step sees them,
+  gathered to the host: a list of `count` batches."""
+  materialize = jax.jit(jax.vmap(jax.shard_map(
+      feed.batch, mesh=mesh, in_specs=(P(), P(parallel.AXIS)), out_specs=P(parallel.AXIS)),
+      in_axes=(None, 0)))
+  stacked = jax.device_get(materialize(feed.resident, feed.take(count)))
+  return [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(count)]
+
+
+def test_train_feed_is_the_same_on_one_and_two_devices_in_any_takes_and_resumes():
   """The global batch depends on (seed, step) only: a 2-device mesh makes the batch a
-  1-device mesh makes, and a feed started at step 5 continues an uninterrupted one."""
+  1-device mesh makes, takes of 3, 1 and 4 steps make the 8 batches one take of 8 makes, and
+  a feed started at step 5 continues an uninterrupted one."""
   config = _digits(augment='crop')
   batches = {}
   for count in (1, 2):
     mesh = parallel.data_mesh(jax.devices()[:count])
     feed = data.train_feed(config, mesh, global_batch_size=16, seed=0)
-    materialize = jax.jit(jax.shard_map(feed.batch, mesh=mesh,
-                                        in_specs=(P(), P(parallel.AXIS)),
-                                        out_specs=P(parallel.AXIS)))
-    batches[count] = [jax.device_get(materialize(feed.resident, next(feed)))
-                      for _ in range(8)]
-  for one, two in zip(batches[1], batches[2]):
+    batches[count] = [batch for take in (3, 1, 4) for batch in _materialized(feed, mesh, take)]
+  mesh = parallel.data_mesh()
+  whole = _materialized(data.train_feed(config, mesh, global_batch_size=16, seed=0), mesh, 8)
+  for one, two, together in zip(batches[1], batches[2], whole, strict=True):
     for key in one:
       np.testing.assert_array_equal(one[key], two[key])
+      np.testing.assert_array_equal(one[key], together[key])
   assert not np.array_equal(batches[1][0]['image'], batches[1][1]['image'])
-  mesh = parallel.data_mesh()
   resumed = data.train_feed(config, mesh, global_batch_size=16, seed=0, start_step=5)
-  materialize = jax.jit(jax.shard_map(resumed.batch, mesh=mesh,
-                                      in_specs=(P(), P(parallel.AXIS)),
-                                      out_specs=P(parallel.AXIS)))
-  for expected in batches[2][5:]:
-    got = jax.device_get(materialize(resumed.resident, next(resumed)))
+  for expected, got in zip(batches[2][5:], _materialized(resumed, mesh, 3), strict=True):
     np.testing.assert_array_equal(got['image'], expected['image'])
 
 

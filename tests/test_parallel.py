@@ -107,6 +107,71 @@ def test_shard_map_step_replicates_the_state_and_splits_the_batch():
   assert not kept.is_deleted() and float(kept) == 1.0  # ... unless told not to.
 
 
+def test_global_steps_stack_k_batches_split_along_the_batch_axis():
+  mesh = parallel.data_mesh()
+  local = {'x': np.arange(3 * 4 * 2, dtype=np.float32).reshape(3, 4, 2)}  # K=3 steps, B=4.
+  inputs = parallel.global_steps(local, mesh)
+  assert inputs['x'].shape == (3, 4, 2) and inputs['x'].sharding.spec == parallel.STEPS_SPEC
+  np.testing.assert_array_equal(np.asarray(inputs['x']), local['x'])
+  for shard in inputs['x'].addressable_shards:  # Every step's rows, split over devices.
+    device = jax.devices().index(shard.device)
+    rows = slice(device * 4 // NUM_DEVICES, (device + 1) * 4 // NUM_DEVICES)
+    np.testing.assert_array_equal(shard.data, local['x'][:, rows])
+
+
+def test_shard_map_steps_runs_the_steps_in_order_and_stacks_their_metrics():
+  mesh = parallel.data_mesh()
+  host = np.arange(3 * 8 * 2, dtype=np.float32).reshape(3, 8, 2)
+  resident = parallel.global_array(np.array([0.5, 1.5], np.float32), mesh)
+  run = parallel.shard_map_steps(
+      lambda state, res, batch: _sum_step(state * 2, res, batch), mesh, num_replicated=1)
+  state, metrics = run(parallel.global_array(np.float32(1.0), mesh), resident,
+                       parallel.global_steps(host, mesh))
+  expected = 1.0
+  for batch in host:  # In order: the state doubles before each step's sum is added.
+    expected = expected * 2 + batch.sum() + 2.0
+  assert float(state) == expected and state.sharding.spec == P()
+  np.testing.assert_array_equal(metrics['local_rows'], [8 / NUM_DEVICES] * 3)
+  np.testing.assert_array_equal(metrics['second_device_first'], host[:, 8 // NUM_DEVICES, 0])
+
+
+def test_shard_map_steps_runs_k_steps_in_one_dispatch_as_k_single_steps():
+  """The five-mode step with the autoencoder, 6 steps over 2 devices: one dispatch of 4
+  and one of 2 give the states and metrics of 6 single steps, bit for bit."""
+  config = tiny_config.with_overrides(**{'mixup.mode_weights': (1.0,) * 5})
+  _, state, step_fn = helpers.setup_step(config)
+  mesh = parallel.data_mesh()
+  host = [helpers.batch(config, seed=seed) for seed in range(6)]
+  single = parallel.shard_map_step(step_fn, mesh, donate_state=False)
+  steps = parallel.shard_map_steps(lambda s, _, b: step_fn(s, b), mesh, donate_state=False,
+                                   num_replicated=1)
+  one_state = jax.device_put(state, parallel.replicated(mesh))
+  one_metrics = []
+  for batch in host:
+    one_state, metrics = single(one_state, jax.device_put(batch, parallel.sharded(mesh)))
+    one_metrics.append(jax.device_get(metrics))
+  k_state = jax.device_put(state, parallel.replicated(mesh))
+  k_metrics = []
+  for chunk in (host[:4], host[4:]):
+    stacked = jax.tree.map(lambda *xs: np.stack(xs), *chunk)
+    k_state, metrics = steps(k_state, (), parallel.global_steps(stacked, mesh))
+    k_metrics.append(jax.device_get(metrics))
+  k_metrics = jax.tree.map(lambda *xs: np.concatenate(xs), *k_metrics)
+  assert len(set(int(m['mode']) for m in one_metrics)) > 1  # Several modes were drawn.
+  for name in one_metrics[0]:
+    np.testing.assert_array_equal(k_metrics[name], [m[name] for m in one_metrics], name)
+  for one, k in zip(jax.tree.leaves(jax.device_get(one_state)),
+                    jax.tree.leaves(jax.device_get(k_state)), strict=True):
+    np.testing.assert_array_equal(one, k)
+
+
+def test_steps_per_dispatch_resolves_zero_by_backend():
+  assert parallel.steps_per_dispatch(5) == 5
+  assert parallel.steps_per_dispatch(0) == parallel.DEFAULT_STEPS_PER_DISPATCH['cpu'] == 1
+  assert parallel.steps_per_dispatch(0, 'gpu') == parallel.DEFAULT_STEPS_PER_DISPATCH['gpu']
+  assert parallel.steps_per_dispatch(0, 'tpu') == parallel.DEFAULT_STEPS_PER_DISPATCH['tpu']
+
+
 def test_pmap_layout_replicate_and_split_batch():
   tree = {'w': np.arange(6, dtype=np.float32).reshape(2, 3), 'step': np.int32(4)}
   stacked = parallel.replicate(tree)

@@ -441,8 +441,11 @@ def test_the_entry_point_serves_tfdata_batches_to_the_step_and_to_evaluation():
   assert feed.resident == {}
   expected = _take(tfdata.process_batches(config, 'train', global_batch_size=16, seed=0,
                                           train=True, start_step=3), 2)
-  for want in expected:
-    got = jax.device_get(feed.batch(feed.resident, next(feed)))
+  inputs = feed.take(2)  # Two steps' batches, `[2, 16, ...]`, split over the devices.
+  assert inputs['image'].sharding.spec == parallel.STEPS_SPEC
+  for index, want in enumerate(expected):
+    got = jax.device_get(feed.batch(feed.resident, jax.tree.map(lambda x, i=index: x[i],
+                                                                  inputs)))
     assert sorted(got) == sorted(want)
     for key in want:
       np.testing.assert_array_equal(got[key], want[key])

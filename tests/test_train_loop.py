@@ -132,3 +132,44 @@ def test_config_json_and_metrics_are_written_and_the_console_is_quiet(tmp_path):
   names = {name for _, name in helpers.scalars(tmp_path)}
   assert {'train/loss', 'train/ce', 'train/learning_rate', 'test/top1', 'test/best_top1',
           'train/mode_fraction/clean'} <= names
+
+
+def test_dispatches_end_at_every_log_checkpoint_and_evaluation_step():
+  # Logs every 5 steps, saves every 10, evaluates every 14 (2 epochs of 7) and at 30.
+  plan = train._Plan(num_steps=30, steps_per_epoch=7, log_every=5, checkpoint_every=10,
+                     eval_every=14, per_dispatch=4)  # pylint: disable=protected-access
+  counts, done = [], 0
+  while done < plan.num_steps:
+    counts.append(plan.dispatch(done))
+    done += counts[-1]
+  # 4 where it fits, else the largest power of two that ends at or before the next
+  # boundary (5, 10, 14, 15, 20, 25, 28, 30): at most 4 distinct programs.
+  assert counts == [4, 1, 4, 1, 4, 1, 4, 1, 4, 1, 2, 1, 2]
+  ends = set(np.cumsum(counts))
+  assert {5, 10, 14, 15, 20, 25, 28, 30} <= ends
+  resumed = train._Plan(**{**plan.__dict__})  # pylint: disable=protected-access
+  assert [resumed.dispatch(step) for step in (20, 24, 25)] == [4, 1, 2]  # As uninterrupted.
+  one = train._Plan(**{**plan.__dict__, 'per_dispatch': 1})  # pylint: disable=protected-access
+  assert all(one.dispatch(step) == 1 for step in range(30))
+
+
+def test_steps_per_dispatch_changes_nothing_but_the_dispatches(tmp_path):
+  """The five-mode step, 3 steps per dispatch (dispatches of 3, 3, 2 up to the checkpoint
+  at 8, then 3, 3) against one: the same metrics and checkpoints, bit for bit."""
+  fields = ('num_train_steps=14', 'log_every_steps=8', 'checkpoint_every_steps=8')
+  for count in (1, 3):
+    code, output = helpers.finish(helpers.main(tmp_path / str(count), *fields,
+                                               f'steps_per_dispatch={count}'))
+    assert code == 0, output[-3000:]
+  one, three = helpers.scalars(tmp_path / '1'), helpers.scalars(tmp_path / '3')
+  assert {step for step, _ in one} == {8, 14}
+  values = {key: value for key, value in one.items() if key[1] != 'steps_per_sec'}
+  assert values == {key: three[key] for key in values}
+  for step in (8, 14):
+    arrays = []
+    for count in (1, 3):
+      saved = checkpointing.Checkpoints(tmp_path / str(count), read_only=True)
+      arrays.append(jax.tree.leaves(saved.restore_arrays(step)))
+      saved.close()
+    for a, b in zip(*arrays, strict=True):
+      np.testing.assert_array_equal(a, b)

@@ -2,9 +2,9 @@
 
   from alignmix_jax import data
   feed = data.train_feed(config.dataset, mesh, global_batch_size=128, seed=0, start_step=0)
-  step = parallel.shard_map_step(feed.wrap(train_step), mesh, num_replicated=1)
-  for inputs in feed:
-    state, metrics = step(state, feed.resident, inputs)
+  steps = parallel.shard_map_steps(feed.wrap(train_step), mesh, num_replicated=1)
+  while training:
+    state, metrics = steps(state, feed.resident, feed.take(8))  # 8 steps, metrics [8].
   for batch in data.eval_batches(config.dataset, mesh, global_batch_size=500): ...
 
 `config.dataset.pipeline` picks the back end:
@@ -31,6 +31,7 @@ import functools
 from typing import Any, Callable, Iterator
 
 import jax
+import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -105,23 +106,26 @@ class Feed:
   Attributes:
     resident: arrays replicated on the mesh that every step reads (the device-resident
       split: `{'image': uint8 [N, S, S, 3], 'label': int32 [N]}`; `{}` for tf.data).
-    inputs: per step, global arrays sharded over 'batch' (example indices and epochs, or
-      the images and labels made by tf.data).
+    host: endless, the host's inputs of each step in order (numpy: the global batch's
+      example indices and epochs, or this process's images and labels made by tf.data).
     batch: `(resident, inputs) -> batch` on one device, inside the step (module docstring).
+    transfer: the host inputs of K steps, stacked `[K, ...]` -> global arrays split over
+      'batch' on their second axis (`parallel.STEPS_SPEC`).
   """
   resident: Any
-  inputs: Iterator[Any]
+  host: Iterator[Any]
   batch: Callable[[Any, Any], dict]
+  transfer: Callable[[Any], Any]
 
-  def __iter__(self):
-    return self.inputs
-
-  def __next__(self):
-    return next(self.inputs)
+  def take(self, count):
+    """The inputs of the next `count` steps as global arrays `[count, B, ...]` (transferred
+    now, so that taking the next ones while the devices run overlaps the two)."""
+    steps = [next(self.host) for _ in range(count)]
+    return self.transfer(jax.tree.map(lambda *xs: np.stack(xs), *steps))
 
   def wrap(self, step):
     """`step(state, batch)` -> `(state, resident, inputs) -> step(state, batch(...))`: run it
-    with `parallel.shard_map_step(..., num_replicated=1)`."""
+    with `parallel.shard_map_steps(..., num_replicated=1)` on `take(K)`."""
     return lambda state, resident, inputs: step(state, self.batch(resident, inputs))
 
 
@@ -136,7 +140,7 @@ def train_feed(dataset_config, mesh, *, global_batch_size, seed, start_step=0):
     batches = _tfdata().process_batches(dataset_config, 'train',
                                         global_batch_size=global_batch_size, seed=seed,
                                         train=True, start_step=start_step)
-    return Feed({}, parallel.global_batches(batches, mesh), _unchanged)
+    return Feed({}, batches, _unchanged, functools.partial(parallel.global_steps, mesh=mesh))
   catalog.steps_per_epoch(dataset_config, global_batch_size)  # Batch size against the split.
   split = arrays.load(dataset_config, 'train')
   if len(split['label']) < global_batch_size:  # Unreadable images left out.
@@ -145,12 +149,12 @@ def train_feed(dataset_config, mesh, *, global_batch_size, seed, start_step=0):
                      f'global batch size {global_batch_size}; replace the unreadable images or '
                      'lower batch_size.')
   resident = {key: parallel.global_array(value, mesh) for key, value in split.items()}
-  inputs = (jax.tree.map(lambda x: parallel.global_array(x, mesh, P(parallel.AXIS)), step)
-            for step in device.train_inputs(len(split['label']), global_batch_size, seed,
-                                            start_step))
-  return Feed(resident, inputs, functools.partial(
-      device.batch, augment=dataset_config.augment, padding=dataset_config.crop_padding,
-      seed=seed))
+  host = device.train_inputs(len(split['label']), global_batch_size, seed, start_step)
+  return Feed(resident, host,
+              functools.partial(device.batch, augment=dataset_config.augment,
+                                padding=dataset_config.crop_padding, seed=seed),
+              lambda inputs: jax.tree.map(
+                  lambda x: parallel.global_array(x, mesh, parallel.STEPS_SPEC), inputs))
 
 
 class _DeviceEvalBatches:
