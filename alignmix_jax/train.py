@@ -348,9 +348,10 @@ def _train(config, workdir, mesh, stop):
     raise ValueError(f'The run in {workdir} is at step {start}, past the {plan.num_steps} '
                      'steps of this config (num_train_steps, num_epochs): nothing to train. '
                      'Give more steps to train further; --mode eval evaluates it as it is.')
-  logging.info('%s on %s: %d steps (%d per epoch), batch %d on %d device(s), workdir %s.',
-               config.mixup.method, config.dataset.name, plan.num_steps, plan.steps_per_epoch,
-               config.batch_size, mesh.size, workdir)
+  logging.info('%s on %s: %d steps (%d per epoch, up to %d per dispatch), batch %d on %d '
+               'device(s), workdir %s.', config.mixup.method, config.dataset.name,
+               plan.num_steps, plan.steps_per_epoch, plan.per_dispatch, config.batch_size,
+               mesh.size, workdir)
   logging.debug('Modes and weights: %s.', methods.table(config))
   feed = data.train_feed(config.dataset, mesh, global_batch_size=config.batch_size,
                          seed=config.seed, start_step=start)

@@ -27,19 +27,24 @@ def _records(module, *args):
 def test_train_throughput_prints_every_row_and_the_ratios(tmp_path):
   rows = ['vanilla', 'clean', 'alignmix']
   records = _records('benchmarks.train_throughput', '--config', 'tests/tiny_config.py',
-                     '--steps', '2', '--rows', ','.join(rows), '--pipeline_steps', '2',
-                     '--pipelines', 'device,tfdata', '--profile_dir', str(tmp_path),
-                     '--compile_repeats', '2', '--config.mixup.sinkhorn_iters=5')
-  by_row = {r['row']: r for r in records}
-  assert list(by_row) == rows + ['pipeline_device', 'pipeline_tfdata', 'summary']
-  for row in rows:
-    record = by_row[row]
+                     '--steps', '2', '--rows', ','.join(rows), '--steps_per_dispatch', '1,2',
+                     '--pipeline_steps', '2', '--pipelines', 'device,tfdata',
+                     '--profile_dir', str(tmp_path), '--compile_repeats', '2',
+                     '--config.mixup.sinkhorn_iters=5')
+  assert [(r['row'], r['steps_per_dispatch']) for r in records[:6]] == [
+      (row, count) for row in rows for count in (1, 2)]
+  by_row = {r['row']: r for r in records[::-1]}  # The rows at one step per dispatch.
+  assert list(by_row)[::-1] == rows + ['pipeline_device', 'pipeline_tfdata', 'summary']
+  for record in records[:6]:
     # The subprocess inherits conftest's XLA_FLAGS: as many CPU devices as this process.
     assert record['batch'] == 16 and record['width'] == 4
     assert record['devices'] == jax.device_count() == 2
     assert record['images_per_s'] > 0 and record['compile_s'] > 0
     assert record['compile_repeats'] == 2
     assert record['step_ms_median'] > 0 and record['step_memory_bytes'] > 0
+    # At least 3 dispatches each; the per-mode times only where a dispatch is one step.
+    assert record['steps'] == 3 * record['steps_per_dispatch']
+    assert bool(record['step_ms_by_mode']) == (record['steps_per_dispatch'] == 1)
   assert by_row['vanilla']['modes'] == ['clean'] and by_row['clean']['modes'] == ['clean']
   assert len(by_row['alignmix']['modes']) == 5
   # The decoder runs in the clean row only: its step needs more memory than vanilla's.
@@ -49,7 +54,13 @@ def test_train_throughput_prints_every_row_and_the_ratios(tmp_path):
     assert pipeline['images_per_s'] > 0 and pipeline['pipeline_only_images_per_s'] > 0
   assert list(tmp_path.glob('**/*.xplane.pb'))  # The profiler trace of the timed steps.
   summary = by_row['summary']
-  assert summary['five_mode_over_vanilla'] > 0
+  assert summary['steps_per_dispatch'] == 1 and summary['five_mode_over_vanilla'] > 0
+  assert sorted(summary['dispatch_speedup']) == sorted(rows)
+  for row in rows:
+    one, two = (r for r in records[:6] if r['row'] == row)
+    assert summary['dispatch_speedup'][row] == {
+        '2': round(one['step_ms_mean'] / two['step_ms_mean'], 3)}
+    assert two['tflops_per_s'] > 0  # FLOPs of one step, whatever the count.
   assert summary['five_mode_compile_over_vanilla'] == round(
       by_row['alignmix']['compile_s'] / by_row['vanilla']['compile_s'], 3)
 
@@ -101,19 +112,53 @@ def test_gpu_check_runs_end_to_end_at_a_tiny_size(tmp_path):
   by_check = {}
   for record in records:
     by_check.setdefault(record['check'], []).append(record)
-  assert list(by_check) == ['environment', 'train_step', 'alignment', 'fashion_mnist', 'done']
+  assert list(by_check) == ['environment', 'torch_reference', 'fashion_mnist', 'alignment',
+                            'dispatch', 'train_step', 'xla_flags', 'targets', 'done']
   assert by_check['environment'][0]['backend'] == 'cpu'
+  # Ours beside PyTorch: every row of both sides for both steps, then the ratios.
+  side_by_side = by_check['torch_reference']
+  assert [(r['side'], r['row'], r['step']) for r in side_by_side[:-1]] == [
+      ('torch', 'eager_fp32', 'vanilla'), ('torch', 'eager_fp32', 'alignmix'),
+      ('torch', 'autocast_bf16', 'vanilla'), ('torch', 'autocast_bf16', 'alignmix'),
+      ('ours', 'vanilla_fp32', 'vanilla'), ('ours', 'vanilla_bf16', 'vanilla'),
+      ('ours', 'alignmix_official_fp32', 'alignmix_official'),
+      ('ours', 'alignmix_official_bf16', 'alignmix_official'),
+      ('ours', 'alignmix_fp32', 'alignmix'), ('ours', 'alignmix_bf16', 'alignmix')]
+  assert all(r['ms'] > 0 and r['batch'] == 16 and r['width'] == 8 for r in side_by_side[:-1])
+  ratios = side_by_side[-1]
+  ms = {(r['row'], r['step']): r['ms'] for r in side_by_side[:-1]}
+  best = min(('eager_fp32', 'autocast_bf16'), key=lambda row: ms[row, 'alignmix'])
+  assert ratios['torch_best_alignmix'] == best
+  assert ratios['alignmix_bf16_vs_torch_autocast_bf16'] == round(
+      ms['autocast_bf16', 'alignmix'] / ms['alignmix_bf16', 'alignmix'], 3)
+  assert ratios['vanilla_fp32_vs_torch_best'] > 0
   steps = by_check['train_step']
   rows = ['vanilla', 'clean', 'input', 'latent', 'feature', 'feature_reversed', 'alignmix']
   for dtype in ('float32', 'bfloat16'):
     got = [r for r in steps if r['dtype'] == dtype]
     assert [r['row'] for r in got] == rows + ['summary']
     assert all(r['devices'] == 1 and r['images_per_s'] > 0 for r in got[:-1])
+    assert all(r['steps_per_dispatch'] == 1 for r in got)  # The CPU's default.
     assert got[-1]['feature_over_vanilla'] > 0 and got[-1]['five_mode_over_vanilla'] > 0
+  dispatch = by_check['dispatch']
+  assert [(r['row'], r['steps_per_dispatch']) for r in dispatch] == [
+      ('vanilla', 1), ('vanilla', 2), ('alignmix', 1), ('alignmix', 2), ('summary', 1)]
+  by_count = {(r['row'], r['steps_per_dispatch']): r['step_ms_mean'] for r in dispatch[:-1]}
+  assert dispatch[-1]['overhead_share'] == {
+      row: round(1 - by_count[row, 2] / by_count[row, 1], 3) for row in ('vanilla', 'alignmix')}
+  assert [r['variant'] for r in by_check['xla_flags']] == ['default']
   assert [r['side'] for r in by_check['alignment']] == [4, 8]
   fashion = by_check['fashion_mnist'][0]
   assert fashion['steps'] == 8 and 0 <= fashion['test_top1'] <= 100
-  assert fashion['epoch_s_training'] > 0
+  assert fashion['epoch_s_training'] > 0 and fashion['steps_per_dispatch'] == 1
+  # Each target with its value from the lines above; the five-mode row is at batch 16 here.
+  targets = {t['target']: t for t in by_check['targets'][0]['targets']}
+  assert targets['five_mode_bf16_step_ms_at_128']['value'] is None
+  assert targets['fashion_mnist_epoch_s_training']['value'] == fashion['epoch_s_training']
+  assert targets['ours_alignmix_vs_torch_autocast_bf16']['value'] == {
+      '16': ratios['alignmix_official_bf16_vs_torch_autocast_bf16']}
+  assert targets['fashion_mnist_epoch_s_training']['holds'] == (
+      fashion['epoch_s_training'] <= 1.2)
   with open(out, encoding='utf-8') as f:  # The same lines, appended to --out.
     assert [json.loads(line) for line in f] == records
 
