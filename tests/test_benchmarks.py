@@ -1,6 +1,7 @@
 """Smoke tests of the benchmark scripts at a tiny size: they run and print their records.
 Nothing here asserts on time."""
 
+import argparse
 import gzip
 import importlib.util
 import json
@@ -13,6 +14,8 @@ import numpy as np
 import pytest
 
 from benchmarks import compare_methods
+from benchmarks.figures import render
+from benchmarks.figures import sections
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -161,6 +164,13 @@ def test_gpu_check_runs_end_to_end_at_a_tiny_size(tmp_path):
       fashion['epoch_s_training'] <= 1.2)
   with open(out, encoding='utf-8') as f:  # The same lines, appended to --out.
     assert [json.loads(line) for line in f] == records
+  # The documents' gpu block, rendered from --out, holds every part.
+  text = render.render({'gpu': sections.run_gpu(argparse.Namespace(gpu_jsonl=str(out)), [])})
+  text = text['gpu']
+  assert f'| ours | alignmix_bf16 | alignmix | {ms["alignmix_bf16", "alignmix"]:.2f} ms |' in text
+  assert f'| alignmix | 2 | {by_count["alignmix", 2]:.2f} ms |' in text
+  assert '| bfloat16 | feature_reversed |' in text
+  assert 'Targets of the GPU issue: five_mode_bf16_step_ms_at_128 <= 3.5: not measured' in text
 
 
 def test_compare_methods_writes_the_table_and_restarts_where_it_stopped(tmp_path):

@@ -259,11 +259,43 @@ def _torch(f):
           f'{_where(t)}, torch {t["torch"]}.')
 
 
-def _gpu(f):
-  g = f['gpu']
-  records = g['records']
-  steps = [r for r in records if r['check'] == 'train_step' and r['row'] != 'summary']
-  summaries = {r['dtype']: r for r in records if r.get('row') == 'summary'}
+def _gpu_side_by_side(records):
+  """Our steps beside PyTorch's (check `torch_reference`): one table, one column per batch,
+  and each of our rows' speed over the authors' step in PyTorch."""
+  rows = [r for r in records if r.get('side') in ('torch', 'ours')]
+  if not rows:
+    return ''
+  batches = sorted({r['batch'] for r in rows})
+  ms = {(r['side'], r['row'], r['step'], r['batch']): r['ms'] for r in rows}
+  keys = list(dict.fromkeys((r['side'], r['row'], r['step']) for r in rows))
+  table = _table(['side', 'configuration', 'step', *(f'batch {b}' for b in batches)],
+                 [[side, row, step, *(f'{ms[side, row, step, b]:.2f} ms'
+                                      if (side, row, step, b) in ms else '-' for b in batches)]
+                  for side, row, step in keys])
+  ratios = {r['batch']: r for r in records if r.get('row') == 'ratios'}
+  ours = [row for side, row, step in keys if side == 'ours' and step != 'vanilla']
+  lines = []
+  for name in ours:
+    cells = []
+    for batch in batches:
+      r = ratios.get(batch, {})
+      if f'{name}_vs_torch_best' in r:
+        cells.append(f'batch {batch}: **{r[f"{name}_vs_torch_autocast_bf16"]:.2f}** over '
+                     f'autocast_bf16, **{r[f"{name}_vs_torch_best"]:.2f}** over their fastest '
+                     f'({r["torch_best_alignmix"]})')
+    lines.append(f'{name}: ' + '; '.join(cells))
+  return (table + '\n\nOur AlignMix step\'s speed over the authors\' step in PyTorch (> 1: ours '
+          'is faster): ' + '. '.join(lines) + '.')
+
+
+def _gpu_steps(records):
+  """Every mode's step (check `train_step`) and the ratios of its `summary` lines."""
+  steps = [r for r in records if r['check'] == 'train_step' and r.get('row') not in
+           (None, 'summary')]
+  if not steps:
+    return ''
+  summaries = {r['dtype']: r for r in records
+               if r['check'] == 'train_step' and r.get('row') == 'summary'}
   first = steps[0]
   table = _table(['dtype', 'row', 'compile', 'step (median)', 'step p10 to p90',
                   'step (mean)', 'images/s', 'step memory'],
@@ -274,16 +306,93 @@ def _gpu(f):
   ratios = '; '.join(f'{dtype}: feature / vanilla {s["feature_over_vanilla"]:.2f}, five-mode '
                      f'(mean) / vanilla {s["five_mode_over_vanilla"]:.2f}'
                      for dtype, s in summaries.items())
-  side = {r['side']: r for r in records if r['check'] == 'alignment'}
-  fashion = next(r for r in records if r['check'] == 'fashion_mnist')
+  per_dispatch = (f', {first["steps_per_dispatch"]} per dispatch'
+                  if 'steps_per_dispatch' in first else '')
   return (table + f'\n\n{first["model"]} width {first["width"]}, batch {first["batch"]}, '
-          f'{first["image_size"]}x{first["image_size"]}, {first["steps"]} steps per row; '
-          f'{_where(g)}. Step ratios, {ratios}. The alignment alone (B=128, C=512, 100 '
-          f'iterations): {side[4]["ours_ms"]:.2f} ms at 4x4, {side[8]["ours_ms"]:.2f} ms at '
-          f'8x8. `--config fashion_mnist` (width {fashion["width"]}, batch '
-          f'{fashion["batch"]}, device-resident data) for {fashion["epochs"]} epochs: '
-          f'{_pct(fashion["test_top1"])} test top-1, {fashion["epoch_s_training"]:.1f} s per '
-          f'epoch of training steps, {_time(fashion["wall_s"])} in all with start-up.')
+          f'{first["image_size"]}x{first["image_size"]}, {first["steps"]} steps per row'
+          f'{per_dispatch}. Step ratios, {ratios}.')
+
+
+def _dispatch_table(rows, spec):
+  """Per row of `benchmarks.train_throughput --steps_per_dispatch`, its time per step at
+  each count and its speed over one step per dispatch."""
+  single = {r['row']: r['step_ms_mean'] for r in rows if r['steps_per_dispatch'] == 1}
+  return _table(['row', 'steps per dispatch', 'step (mean)', 'images/s', 'speed-up over 1'],
+                [[r['row'], str(r['steps_per_dispatch']), f'{r["step_ms_mean"]:{spec}} ms',
+                  f'{r["batch"] * 1000 / r["step_ms_mean"]:,.0f}',
+                  f'**{single[r["row"]] / r["step_ms_mean"]:.2f}x**'] for r in rows])
+
+
+def _dispatch(f):
+  d = f['dispatch']
+  rows = [r for r in d['records'] if r['row'] != 'summary']
+  first = rows[0]
+  return (_dispatch_table(rows, '.0f') + f'\n\n{first["model"]} width {first["width"]}, '
+          f'batch {first["batch"]}, {first["image_size"]}x{first["image_size"]}, '
+          f'{first["dtype"]}, {first["devices"]} device, the rows and counts taking turns; '
+          f'{_where(d)}.')
+
+
+def _gpu_dispatch(records):
+  """Steps per dispatch (check `dispatch`): the per-step time at each count."""
+  rows = [r for r in records if r['check'] == 'dispatch' and r.get('row') not in
+          (None, 'summary')]
+  summary = next((r for r in records if r['check'] == 'dispatch' and r.get('row') ==
+                  'summary'), None)
+  if not rows or summary is None:
+    return ''
+  table = _dispatch_table(rows, '.2f')
+  shares = ', '.join(f'{row} {share:.0%}' for row, share in summary['overhead_share'].items())
+  return (table + f'\n\n{rows[0]["dtype"]}; the share of a single-step dispatch that is '
+          f'host overhead (1 - t(largest count) / t(1)): {shares}.')
+
+
+def _gpu_rest(records):
+  """The XLA_FLAGS variants, the targets, the alignment and the Fashion-MNIST run, as
+  sentences (each where its check ran)."""
+  out = []
+  variants = [r for r in records if r['check'] == 'xla_flags']
+  if len(variants) > 1:
+    out.append('The five-mode bfloat16 step under XLA_FLAGS variants: ' + ', '.join(
+        f'{r["variant"]} {r["step_ms_mean"]:.2f} ms' for r in variants) + '.')
+  side = {r['side']: r for r in records if r['check'] == 'alignment'}
+  if 4 in side and 8 in side:
+    a = side[4]
+    out.append(f'The alignment alone (B={a.get("batch", 128)}, C={a.get("channels", 512)}, '
+               f'{a.get("sinkhorn_iters", 100)} iterations): '
+               f'{side[4]["ours_ms"]:.2f} ms at 4x4, {side[8]["ours_ms"]:.2f} ms at 8x8.')
+  fashion = next((r for r in records if r['check'] == 'fashion_mnist' and 'test_top1' in r),
+                 None)
+  if fashion:
+    out.append(f'`--config fashion_mnist` (width {fashion["width"]}, batch '
+               f'{fashion["batch"]}, device-resident data'
+               + (f', {fashion["steps_per_dispatch"]} steps per dispatch'
+                  if 'steps_per_dispatch' in fashion else '') + ') for '
+               f'{fashion["epochs"]} epochs: {_pct(fashion["test_top1"])} test top-1, '
+               f'{fashion["epoch_s_training"]:.1f} s per epoch of training steps, '
+               f'{_time(fashion["wall_s"])} in all with start-up.')
+  targets = next((r for r in records if r['check'] == 'targets'), None)
+  if targets:
+    def verdict(t):
+      if t['value'] is None:
+        return 'not measured'
+      return f'{t["value"]} ({"holds" if t["holds"] else "missed"})'
+    out.append('Targets of the GPU issue: ' + '; '.join(
+        f'{t["target"]} {t["wanted"]}: {verdict(t)}' for t in targets['targets']) + '.')
+  skipped = [r['check'] for r in records if 'skipped' in r]
+  if skipped:
+    out.append(f'Not run (time budget or `--skip`): {", ".join(skipped)}.')
+  return ' '.join(out)
+
+
+def _gpu(f):
+  """Every part of one `benchmarks.gpu_check` run that its records hold: a run of an older
+  gpu_check (no side-by-side, dispatch or targets lines) renders what it has."""
+  g = f['gpu']
+  parts = [_gpu_side_by_side([r for r in g['records'] if r['check'] == 'torch_reference']),
+           _gpu_steps(g['records']), _gpu_dispatch(g['records'])]
+  text = '\n\n'.join(part for part in parts if part)
+  return text + f'\n\nOn {_where(g)}. ' + _gpu_rest(g['records'])
 
 
 def _compare(f):
@@ -333,6 +442,7 @@ BLOCKS = {
     'methods': ((), _methods),
     'param_counts': (('summary',), _param_counts),
     'throughput': (('throughput',), _throughput),
+    'dispatch': (('dispatch',), _dispatch),
     'pipelines': (('pipelines',), _pipelines),
     'alignment': (('alignment',), _alignment),
     'gpu': (('gpu',), _gpu),

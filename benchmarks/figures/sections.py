@@ -6,6 +6,7 @@ Sections:
   fashion_mnist   `fashion_mnist`, 400 steps, AlignMix/AE and the Baseline, for each seed;
   summary         parameter counts (`--mode summary`) of the CIFAR networks;
   throughput      benchmarks.train_throughput, every row (digits config);
+  dispatch        the vanilla and five-mode steps at 1 and 8 steps per dispatch (digits);
   pipelines       the step fed by each data back end (digits and Fashion-MNIST);
   alignment       benchmarks.alignment, 4x4 and 8x8 (with `--authors_dir`: against their
                   code too; against OTT-JAX when it is installed);
@@ -141,6 +142,13 @@ def run_throughput(args, log):
   return {'records': _json_lines(text)}
 
 
+def run_dispatch(args, log):
+  del args
+  text, _ = _run(['python', '-m', 'benchmarks.train_throughput', '--rows', 'vanilla,alignmix',
+                  '--steps_per_dispatch', '1,8', '--steps', '24'], log)
+  return {'records': _json_lines(text)}
+
+
 def run_pipelines(args, log):
   del args
   records = []
@@ -227,13 +235,15 @@ def run_gpu(args, log):
 
 
 SECTIONS = {'digits': run_digits, 'fashion_mnist': run_fashion_mnist, 'summary': run_summary,
-            'throughput': run_throughput, 'pipelines': run_pipelines,
+            'throughput': run_throughput, 'dispatch': run_dispatch,
+            'pipelines': run_pipelines,
             'alignment': run_alignment, 'eval': run_eval, 'fidelity': run_fidelity,
             'torch': run_torch, 'compare': run_compare, 'tests': run_tests, 'gpu': run_gpu}
 
 # The sections a plain `python -m benchmarks.figures` runs (the others need torch, the
 # authors' code, an accelerator's output or an hour).
-DEFAULT = ('digits', 'fashion_mnist', 'summary', 'throughput', 'pipelines', 'alignment', 'eval')
+DEFAULT = ('digits', 'fashion_mnist', 'summary', 'throughput', 'dispatch', 'pipelines',
+           'alignment', 'eval')
 
 
 def _eval_figure(name):
