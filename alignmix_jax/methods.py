@@ -137,6 +137,13 @@ register(Method(
     lambda config: (('cutmix', 1.0),),
     {'model.autoencoder': 'none', 'mixup.alpha': 1.0}))
 register(Method(
+    'puzzlemix', 'PuzzleMix',
+    "saliency-guided blocks of x and x' by a graph cut, then transported (Kim et al. 2020), "
+    'alpha 1; settings in mixup.puzzlemix',
+    lambda config: (('puzzlemix', 1.0),),
+    {'model.autoencoder': 'none', 'mixup.alpha': 1.0,
+     'mixup.classification_loss': 'softmax_bce'}))
+register(Method(
     'alignmix_official', "AlignMix (authors' code)",
     "the authors' code: input mixup 1/2, (13) 1/4, (14) 1/4, no decoder",
     lambda config: (('input', 0.5), ('feature', 0.25), ('feature_reversed', 0.25)),

@@ -13,6 +13,8 @@ says what happens at each mixing point on the way (paper (3)-(7), Algorithm 1):
                                                mix(A~', A') (14)
   layer<k>           mixup after stage k       -                 -            mix(y, y')
   cutmix             box of x' pasted in x     -                 -            lam from box
+  puzzlemix          PuzzleMix of x and x' at  -                 -            mask mean per
+                     0 (`puzzlemix`)                                          image
 
 Both feature modes solve one plan of M(A, A') (`alignment`) and use it one way or the other
 (`Mode.reverse`, looked up on the device: the step holds one Sinkhorn loop for both); (14)
@@ -37,6 +39,9 @@ FIVE_MODES = ('clean', 'input', 'latent', 'feature', 'feature_reversed')
 KEEP = 'keep'  # Leave the activations (or targets) as they are.
 MIXUP = 'mixup'  # mix_lam(h, h'), h' = h[perm].
 CUTMIX = 'cutmix'  # Paste the box of x' into x.
+# PuzzleMix's blocks of x and x' (`puzzlemix`), made before the network (they need the
+# saliency of x and a graph cut on the host) and handed in at stage 0.
+PUZZLEMIX = 'puzzlemix'
 # (13): align h' onto h, then mix_lam(h, aligned); with `Mode.reverse`, (14): align h onto
 # h', then mix_lam(aligned, h').
 ALIGN = 'align'
@@ -47,7 +52,7 @@ class Mode:
   """What a mode does at each mixing point (see the module docstring)."""
   name: str
   layer: Optional[int] = None  # Stage of E whose output (0: x) is mixed.
-  layer_op: str = KEEP  # MIXUP or CUTMIX at `layer`.
+  layer_op: str = KEEP  # MIXUP, CUTMIX or PUZZLEMIX at `layer`.
   features_op: str = KEEP  # At A: MIXUP or ALIGN.
   latent_op: str = KEEP  # At z: MIXUP or ALIGN.
   reverse: bool = False  # ALIGN at A is (14), not (13).
@@ -70,6 +75,8 @@ def mode(name, *, align=True, align_latent=False):
     return Mode(name, layer=0, layer_op=MIXUP)
   if name == 'cutmix':
     return Mode(name, layer=0, layer_op=CUTMIX)
+  if name == 'puzzlemix':
+    return Mode(name, layer=0, layer_op=PUZZLEMIX)
   if name == 'latent':
     return Mode(name, latent_op=ALIGN if align_latent else MIXUP)
   if name == 'feature':
@@ -79,4 +86,4 @@ def mode(name, *, align=True, align_latent=False):
   if name.startswith('layer') and name[5:].isdigit() and int(name[5:]) > 0:
     return Mode(name, layer=int(name[5:]), layer_op=MIXUP)
   raise ValueError(f'Unknown mode {name!r}; valid: {", ".join(FIVE_MODES)}, cutmix, '
-                   'layer<k> (k >= 1).')
+                   'puzzlemix, layer<k> (k >= 1).')

@@ -8,6 +8,8 @@ collectives over the axis `batch`; `parallel.py` runs it under `jax.jit(jax.shar
     lam ~ Beta(alpha, alpha), both from the replicated state RNG, so every device agrees;
   * one permutation of the device's examples (pairs), from an RNG folded with the device
     index;
+  * for PuzzleMix, its saliency (one more forward and backward, BatchNorm in eval mode)
+    and its mixed images and label weights, before the network (`puzzlemix_inputs`);
   * one pass through the network, x -E-> A -e-> z -g-> logits, with a `lax.switch` on the
     drawn mode index at each mixing point (the stages of E, A, z, the targets) choosing
     among the operations the table's modes need there (`modes`); the decoder runs in clean
@@ -30,6 +32,7 @@ from alignmix_jax import losses
 from alignmix_jax import methods
 from alignmix_jax import mixup
 from alignmix_jax import modes as modes_lib
+from alignmix_jax import puzzlemix
 from alignmix_jax.parallel import AXIS
 
 
@@ -40,7 +43,8 @@ def step_settings(config):
       'barycentric_projection': config.mixup.barycentric_projection,
       'reconstruction_weight': config.mixup.reconstruction_weight,
       'reconstruction_loss': config.mixup.reconstruction_loss,
-      'kl_weight': config.mixup.kl_weight})
+      'classification_loss': config.mixup.classification_loss,
+      'kl_weight': config.mixup.kl_weight, 'puzzlemix': config.mixup.puzzlemix})
 
 
 def draw(rng, table, alpha):
@@ -111,12 +115,13 @@ def _loss_if(pred, loss_fn, params, inputs, *, skipped):
   return gated(params, inputs)
 
 
-def _operations(lam, perm, box_rng, settings, reverse=False):
+def _operations(lam, perm, box_rng, settings, reverse=False, puzzle=None):
   """The operations at a mixing point, on activations `[B, ...]` or pytrees of them.
 
   Each returns `(h, row_error)`: the mixed activations and `alignment.row_error` of the
   assignments R it solved (0 for the operations that align nothing). `reverse` (a bool, or
-  a boolean scalar decided on the device) makes ALIGN (14) instead of (13).
+  a boolean scalar decided on the device) makes ALIGN (14) instead of (13). `puzzle`: the
+  `(mixed images, ratio)` of `puzzlemix_inputs`, which PUZZLEMIX hands in.
   """
   def aligned(h):
     mixed, weights = mixup.aligned_feature_mix(
@@ -133,6 +138,7 @@ def _operations(lam, perm, box_rng, settings, reverse=False):
       modes_lib.MIXUP: unaligned(lambda h: mixup.mix_with_partner(lam, h, perm)),
       modes_lib.CUTMIX: unaligned(lambda h: mixup.cutmix(box_rng, lam, h, perm)[0]),
       modes_lib.ALIGN: aligned,
+      modes_lib.PUZZLEMIX: unaligned(lambda h: h if puzzle is None else puzzle[0]),
   }
 
 
@@ -140,29 +146,63 @@ def _target_op(mode):
   """How a mode mixes the targets (the same operation names as the activations)."""
   if mode.clean:
     return modes_lib.KEEP
-  if mode.layer_op == modes_lib.CUTMIX:
-    return modes_lib.CUTMIX
+  if mode.layer_op in (modes_lib.CUTMIX, modes_lib.PUZZLEMIX):
+    return mode.layer_op
   return modes_lib.MIXUP
 
 
+def puzzlemix_inputs(params, batch_stats, images, targets, *, mode, modes, lam, perm, rng,
+                     model, settings):
+  """PuzzleMix's `(mixed images [B, H, W, C], ratio [B])`, or None when no mode of `modes`
+  is PuzzleMix; computed only in steps that draw it (a `lax.cond` otherwise).
+
+  The saliency is the input gradient of the mean cross-entropy of the current network with
+  BatchNorm in eval mode (the official code's `clean_lam = 0`); it adds nothing to the
+  parameters' gradients.
+  """
+  chosen = [m.layer_op == modes_lib.PUZZLEMIX for m in modes]
+  if not any(chosen):
+    return None
+  # A per-device copy, as in `train_step` (the custom-VJP convolutions need it).
+  variables = _varying({'params': params, 'batch_stats': batch_stats})
+
+  def run():
+    def loss(x):
+      return losses.cross_entropy(model.apply(variables, x, False), targets)
+
+    sal = puzzlemix.saliency(jax.grad(loss)(images), model.std)
+    return puzzlemix.mix(rng, sal, images, perm, lam, settings=settings.puzzlemix,
+                         fill=model.mean)
+
+  if all(chosen):
+    return run()
+  unmixed = (images, _varying(jnp.ones(images.shape[:1], jnp.float32)))
+  return lax.cond(jnp.asarray(chosen)[mode], run, lambda: unmixed)
+
+
 def mode_loss(params, batch_stats, images, targets, *, mode, lam, perm, box_rng,
-              reparam_rng, model, modes, settings):
-  """The loss of the drawn `mode` (an index into `modes`) on this device's examples.
+              reparam_rng, model, modes, settings, puzzle=None):
+  """The loss of the drawn `mode` (an index into `modes`) on this device's examples
+  (`puzzle`: `puzzlemix_inputs`, for the PuzzleMix mode).
 
   Returns:
-    `(loss, (aux, batch_stats))`: aux holds ce, reconstruction and kl (0 outside clean
+    `(loss, (aux, batch_stats))`: aux holds ce (the classification loss,
+    `settings.classification_loss`), reconstruction and kl (0 outside clean
     steps, and where their weights are 0: then the decoder does not run) and
     sinkhorn_row_error (`alignment.row_error` over this device's pairs in steps that align,
     else 0), batch_stats the updated BatchNorm statistics.
   """
   variables = {'params': params, 'batch_stats': batch_stats}
-  operations = _operations(lam, perm, box_rng, settings)
+  operations = _operations(lam, perm, box_rng, settings, puzzle=puzzle)
   at_stage = {stage: _dispatch(mode, modes, lambda m, k=stage: m.layer_op if m.layer == k
                                else modes_lib.KEEP, operations)
               for stage in {m.layer for m in modes if m.layer is not None}}
   lam_box = mixup.cutmix_box(box_rng, lam, images.shape[1], images.shape[2])[1]
   target_operations = dict(operations, **{modes_lib.CUTMIX: lambda y: (mixup.mix_labels(
       lam_box, y, perm), _varying(jnp.float32(0)))})
+  if puzzle is not None:
+    target_operations[modes_lib.PUZZLEMIX] = lambda y: (mixup.mix_labels(
+        puzzle[1][:, None], y, perm), _varying(jnp.float32(0)))
   targets, _ = _dispatch(mode, modes, _target_op, target_operations)(targets)
 
   features, updated = model.apply(
@@ -179,7 +219,7 @@ def mode_loss(params, batch_stats, images, targets, *, mode, lam, perm, box_rng,
                                          operations)(latent)
   logits = model.apply(variables, mixed_latent, True, method='classify',
                        rngs={'reparam': reparam_rng})
-  ce = losses.cross_entropy(logits, targets)
+  ce = losses.classification_loss(logits, targets, settings.classification_loss)
   batch_stats = dict(updated['batch_stats'])
   aux = {'ce': ce, 'reconstruction': jnp.float32(0), 'kl': jnp.float32(0),
          'sinkhorn_row_error': jnp.maximum(features_error, latent_error)}
@@ -230,10 +270,15 @@ def train_step(state, batch, *, model, table, settings, alpha, num_classes, sche
   device_rng = jax.random.fold_in(device_rng, lax.axis_index(AXIS))
   perm_rng, box_rng, reparam_rng = jax.random.split(device_rng, 3)
   perm = mixup.sample_permutation(perm_rng, images.shape[0])
+  modes = tuple(m for m, _ in table)
+  # The CutMix box and PuzzleMix's grid size share `box_rng`: no mode uses both.
+  puzzle = puzzlemix_inputs(state.params, state.batch_stats, images, targets, mode=mode,
+                            modes=modes, lam=lam, perm=perm, rng=box_rng, model=model,
+                            settings=settings)
   loss_fn = functools.partial(
       mode_loss, batch_stats=state.batch_stats, images=images, targets=targets, mode=mode,
       lam=lam, perm=perm, box_rng=box_rng, reparam_rng=reparam_rng, model=model,
-      modes=tuple(m for m, _ in table), settings=settings)
+      modes=modes, settings=settings, puzzle=puzzle)
   # Differentiate with respect to a per-device copy of the parameters: the gradient of a
   # device-invariant value under shard_map would already be summed over devices.
   (loss, (aux, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(

@@ -4,7 +4,8 @@ The training loop and the evaluation runner call it once, before anything is cre
 loaded or compiled, so a setting that cannot run ends the run at once with a ValueError (or
 FileNotFoundError) that names the field and the fix. The checks of each part belong to its
 module (`methods.check`, `models.create_model`, `alignment.check_settings`,
-`losses.check_reconstruction_loss`, `data.backend`, `ood.check_set_names`); this module
+`losses.check_reconstruction_loss`, `losses.check_classification_loss`,
+`puzzlemix.check_settings`, `data.backend`, `ood.check_set_names`); this module
 calls them all, and holds the checks that span parts (loop counts, batch sizes over the
 devices, evaluation programs).
 """
@@ -18,6 +19,8 @@ from alignmix_jax import evaluation
 from alignmix_jax import losses
 from alignmix_jax import methods
 from alignmix_jax import models
+from alignmix_jax import modes as modes_lib
+from alignmix_jax import puzzlemix
 from alignmix_jax.evaluation import ood
 
 MODES = ('train', 'eval')
@@ -42,6 +45,7 @@ def validate(config, num_devices, *, mode='train'):
   Raises:
     ValueError: a setting that cannot run (the message names the field and the fix).
     FileNotFoundError: an OOD folder that does not exist ('eval').
+    ImportError: PuzzleMix without its graph-cut solver (the message names the install).
   """
   if mode not in MODES:
     raise ValueError(f'Unknown validation mode {mode!r}; valid: {", ".join(MODES)}.')
@@ -52,6 +56,10 @@ def validate(config, num_devices, *, mode='train'):
     methods.check(config, model.num_stages)
     alignment.check_settings(config.mixup.sinkhorn_eps, config.mixup.sinkhorn_iters)
     losses.check_reconstruction_loss(config.mixup.reconstruction_loss)
+    losses.check_classification_loss(config.mixup.classification_loss)
+    if any(m.layer_op == modes_lib.PUZZLEMIX for m in methods.table_modes(config)):
+      puzzlemix.require_solver()
+      puzzlemix.check_settings(config.mixup.puzzlemix, config.dataset.image_size)
     if config.mixup.align_latent and (config.model.latent != 'tensor'
                                       or config.model.autoencoder != 'ae'):
       raise ValueError("mixup.align_latent aligns the tensor Z: it needs "

@@ -24,7 +24,8 @@ PACKAGE = 'alignmix_jax'
 ROOT = os.path.join(helpers.REPO, PACKAGE)
 CORE_PACKAGES = ('configs', 'models', 'data')  # Every module of these is core.
 LAYERS = {
-    'core': {'', 'alignment', 'mixup', 'modes', 'methods', 'losses', 'configs', 'models',
+    'core': {'', 'alignment', 'mixup', 'puzzlemix', 'modes', 'methods', 'losses', 'configs',
+             'models',
              'parallel', 'data', 'optim', 'state', 'checkpointing', 'metric_logging', 'console',
              'workdir', 'evaluation', 'evaluation.batches', 'evaluation.classification',
              'evaluation.attacks', 'evaluation.calibration', 'evaluation.ood',

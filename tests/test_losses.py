@@ -55,3 +55,26 @@ def test_an_unknown_reduction_names_the_valid_ones():
   with pytest.raises(ValueError, match="Unknown mixup.reconstruction_loss 'l1'; valid: sum, "
                                        'mean.'):
     losses.check_reconstruction_loss('l1')
+
+
+def test_softmax_bce_is_pytorchs_bce_loss_of_the_softmax():
+  """BCELoss(softmax(logits), t): -mean over [B, K] of t log p + (1 - t) log(1 - p), each
+  log clamped at -100 (PyTorch's rule)."""
+  rng = np.random.default_rng(2)
+  logits = rng.normal(scale=3.0, size=(6, 5))
+  targets = rng.dirichlet(np.ones(5), size=6)
+  p = np.exp(logits - logits.max(axis=1, keepdims=True))
+  p /= p.sum(axis=1, keepdims=True)
+  expected = -np.mean(targets * np.log(p) + (1 - targets) * np.log(1 - p))
+  np.testing.assert_allclose(losses.softmax_bce(jnp.asarray(logits, jnp.float32),
+                                                jnp.asarray(targets, jnp.float32)),
+                             expected, rtol=1e-5)
+  # A saturated softmax: p = 1 in float32 for class 0, log(1 - p) clamped at -100.
+  saturated = jnp.asarray([[200.0, 0.0, 0.0]])
+  got = losses.softmax_bce(saturated, jnp.asarray([[0.0, 1.0, 0.0]]))
+  np.testing.assert_allclose(got, (100 + 100 + 0) / 3, rtol=1e-6)
+  assert losses.classification_loss(saturated, jnp.asarray([[0.0, 1.0, 0.0]]),
+                                    'softmax_bce') == got
+  with pytest.raises(ValueError, match="Unknown mixup.classification_loss 'bce'; valid: "
+                                       'cross_entropy, softmax_bce.'):
+    losses.check_classification_loss('bce')

@@ -13,12 +13,14 @@ from jax.sharding import PartitionSpec as P
 import authors_numpy
 import helpers
 import test_mixup
+import test_puzzlemix
 import tiny_config
 from alignmix_jax import configs
 from alignmix_jax import methods
 from alignmix_jax import models
 from alignmix_jax import modes
 from alignmix_jax import parallel
+from alignmix_jax import puzzlemix
 from alignmix_jax import train_step as train_step_lib
 
 NUM_DEVICES = helpers.NUM_DEVICES
@@ -147,6 +149,25 @@ def _expected_loss(config, model, variables, images, labels, name, lam, perm, bo
     mask, lam_box = test_mixup.rand_bbox(box_rng, lam, images.shape[1], images.shape[2])
     pasted = images * (1 - mask) + images[perm] * mask
     return ce(classify(latent(features(pasted))), lam_box * y + (1 - lam_box) * y[perm]), 0.0
+  if name == 'puzzlemix':  # The official code's mixup_graph (`test_puzzlemix`).
+    mean, std = (np.asarray(v, np.float32) for v in (config.dataset.mean, config.dataset.std))
+
+    def clean_loss(x):  # BatchNorm in eval mode; the gradient is the normalised input's.
+      return jnp.mean(-jnp.sum(y * jax.nn.log_softmax(model.apply(variables, x, False)), -1))
+
+    grad = np.asarray(jax.grad(clean_loss)(images)) * std
+    sal = np.sqrt(np.mean(grad ** 2, axis=-1))
+    block_num = puzzlemix.BLOCK_NUMS[int(jax.random.randint(box_rng, (), 0, 4))]
+    mixed, ratio = test_puzzlemix.ref_mixup_graph(
+        ((images - mean) / std).transpose(0, 3, 1, 2), sal, perm, block_num, np.float32(lam),
+        config.mixup.puzzlemix, mean, std)
+    mixed = mixed.transpose(0, 2, 3, 1) * std + mean
+    targets = ratio[:, None] * y + (1 - ratio[:, None]) * y[perm]
+    logits = np.asarray(classify(latent(features(jnp.asarray(mixed, jnp.float32)))), np.float64)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)  # PyTorch's BCELoss of the softmax, the official loss.
+    return float(-np.mean(targets * np.maximum(np.log(p), -100)
+                          + (1 - targets) * np.maximum(np.log(1 - p), -100))), 0.0
   if name.startswith('layer'):  # Manifold mixup after stage k.
     stage = int(name[5:])
     hook = lambda k, h: mix(h, np.asarray(h)[perm]) if k == stage else h  # pylint: disable=unnecessary-lambda-assignment
@@ -218,6 +239,7 @@ ABLATIONS = {  # Table 5's variants, bfloat16, and the baselines' tables.
     'input_mixup': _ablation('input_mixup'),
     'manifold_mixup': _ablation('manifold_mixup'),
     'cutmix': _ablation('cutmix'),
+    'puzzlemix': _ablation('puzzlemix'),
 }
 
 

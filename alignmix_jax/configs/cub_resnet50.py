@@ -39,6 +39,10 @@ def get_config(method='alignmix'):
   config.eval_every_epochs = 50
   config.eval.batch_size = 64
   config.eval.programs = ('classification', 'localization')
+  # PuzzleMix at 224 x 224 as the official ImageNet code: border terms over 2 pixels, and
+  # the transport on the graph cut's blocks.
+  config.mixup.puzzlemix.neigh_size = 2
+  config.mixup.puzzlemix.t_size = -1
   config = methods.configure(config, method)
   config.model.autoencoder = 'none'  # CAM needs g on the pooled A.
   return config

@@ -103,7 +103,23 @@ def get_config():
   # paper writes it, H * W * 3 times larger: on digits at lr 0.02 it diverged in 13 steps.
   config.mixup.reconstruction_loss = 'mean'
   config.mixup.kl_weight = 1.0  # VAE only.
+  # The loss against the (mixed) targets: 'cross_entropy' (the paper, (7)), or 'softmax_bce',
+  # PyTorch's BCELoss of the softmax, as the official PuzzleMix code trains (its method sets
+  # it).
+  config.mixup.classification_loss = 'cross_entropy'
   config.mixup.manifold_layers = (0, 1, 2)  # manifold_mixup: 0 = input, k = after stage k.
+  # puzzlemix (`alignmix_jax.puzzlemix`): the official code's CIFAR-100 PreActResNet18
+  # settings (its README; main.py's defaults but t_size -1). Their run: batch 100, wd 1e-4,
+  # lr 0.1 for 1200 epochs (decays at 400, 800) or 0.2 for 600 (350, 500), alpha 1.
+  config.mixup.puzzlemix = ml_collections.ConfigDict()
+  config.mixup.puzzlemix.n_labels = 3  # Mixing levels of a block: 1, 0.5, 0.
+  config.mixup.puzzlemix.beta = 1.2  # Label smoothness between neighbouring blocks.
+  config.mixup.puzzlemix.gamma = 0.5  # Data smoothness (colour across block borders).
+  config.mixup.puzzlemix.eta = 0.2  # Weight of the lam prior of the levels.
+  config.mixup.puzzlemix.neigh_size = 4  # Pixels pooled for the border terms.
+  config.mixup.puzzlemix.transport = True  # Move salient blocks where the mask keeps them.
+  config.mixup.puzzlemix.t_size = 4  # Transport block side in pixels (-1: the cut's blocks).
+  config.mixup.puzzlemix.t_eps = 0.8  # Weight of the distance a block moves.
 
   # Optimisation. Epoch counts are converted to steps with dataset.train_size.
   config.batch_size = 128  # Global batch size, split over all devices of all processes.

@@ -40,4 +40,8 @@ def get_config(method='alignmix'):
   config.eval.batch_size = 200
   config.eval.top_k = (1, 5)
   config.eval.programs = ('classification',)
+  # PuzzleMix at 224 x 224 as the official ImageNet code: border terms over 2 pixels, and
+  # the transport on the graph cut's blocks.
+  config.mixup.puzzlemix.neigh_size = 2
+  config.mixup.puzzlemix.t_size = -1
   return methods.configure(config, method)
