@@ -144,6 +144,13 @@ register(Method(
     {'model.autoencoder': 'none', 'mixup.alpha': 1.0,
      'mixup.classification_loss': 'softmax_bce'}))
 register(Method(
+    'comixup', 'Co-Mixup',
+    'groups of inputs mixed into as many outputs by saliency, diversity and a graph cut per '
+    'output (Kim et al. 2021), Dirichlet alpha 2; settings in mixup.comixup',
+    lambda config: (('comixup', 1.0),),
+    {'model.autoencoder': 'none', 'mixup.alpha': 2.0,
+     'mixup.classification_loss': 'softmax_bce'}))
+register(Method(
     'alignmix_official', "AlignMix (authors' code)",
     "the authors' code: input mixup 1/2, (13) 1/4, (14) 1/4, no decoder",
     lambda config: (('input', 0.5), ('feature', 0.25), ('feature_reversed', 0.25)),

@@ -15,6 +15,8 @@ says what happens at each mixing point on the way (paper (3)-(7), Algorithm 1):
   cutmix             box of x' pasted in x     -                 -            lam from box
   puzzlemix          PuzzleMix of x and x' at  -                 -            mask mean per
                      0 (`puzzlemix`)                                          image
+  comixup            Co-Mixup of groups of x   -                 -            mask-weighted
+                     at 0 (`comixup`)                                         mean
 
 Both feature modes solve one plan of M(A, A') (`alignment`) and use it one way or the other
 (`Mode.reverse`, looked up on the device: the step holds one Sinkhorn loop for both); (14)
@@ -42,6 +44,9 @@ CUTMIX = 'cutmix'  # Paste the box of x' into x.
 # PuzzleMix's blocks of x and x' (`puzzlemix`), made before the network (they need the
 # saliency of x and a graph cut on the host) and handed in at stage 0.
 PUZZLEMIX = 'puzzlemix'
+# Co-Mixup's outputs from groups of inputs (`comixup`), made and handed in the same way.
+COMIXUP = 'comixup'
+PREMIXED = (PUZZLEMIX, COMIXUP)  # Made before the network, with their targets.
 # (13): align h' onto h, then mix_lam(h, aligned); with `Mode.reverse`, (14): align h onto
 # h', then mix_lam(aligned, h').
 ALIGN = 'align'
@@ -52,7 +57,7 @@ class Mode:
   """What a mode does at each mixing point (see the module docstring)."""
   name: str
   layer: Optional[int] = None  # Stage of E whose output (0: x) is mixed.
-  layer_op: str = KEEP  # MIXUP, CUTMIX or PUZZLEMIX at `layer`.
+  layer_op: str = KEEP  # MIXUP, CUTMIX, PUZZLEMIX or COMIXUP at `layer`.
   features_op: str = KEEP  # At A: MIXUP or ALIGN.
   latent_op: str = KEEP  # At z: MIXUP or ALIGN.
   reverse: bool = False  # ALIGN at A is (14), not (13).
@@ -77,6 +82,8 @@ def mode(name, *, align=True, align_latent=False):
     return Mode(name, layer=0, layer_op=CUTMIX)
   if name == 'puzzlemix':
     return Mode(name, layer=0, layer_op=PUZZLEMIX)
+  if name == 'comixup':
+    return Mode(name, layer=0, layer_op=COMIXUP)
   if name == 'latent':
     return Mode(name, latent_op=ALIGN if align_latent else MIXUP)
   if name == 'feature':
@@ -86,4 +93,4 @@ def mode(name, *, align=True, align_latent=False):
   if name.startswith('layer') and name[5:].isdigit() and int(name[5:]) > 0:
     return Mode(name, layer=int(name[5:]), layer_op=MIXUP)
   raise ValueError(f'Unknown mode {name!r}; valid: {", ".join(FIVE_MODES)}, cutmix, '
-                   'puzzlemix, layer<k> (k >= 1).')
+                   'puzzlemix, comixup, layer<k> (k >= 1).')

@@ -41,8 +41,9 @@ def require_solver():
   try:
     import gco  # pylint: disable=import-outside-toplevel,unused-import
   except ImportError as error:
-    raise ImportError(f'PuzzleMix labels its blocks with the graph-cut solver of the '
-                      f'gco-wrapper package, which is not installed: {INSTALL}') from error
+    raise ImportError(f'PuzzleMix and Co-Mixup label their blocks with the graph-cut solver '
+                      f'of the gco-wrapper package, which is not installed: {INSTALL}'
+                      ) from error
 
 
 def check_settings(settings, image_size):
@@ -299,7 +300,7 @@ def transport(images, sources, size, fill):
 
 
 def upsample(mask, factor):
-  """Nearest-neighbour upsampling of `[B, n, n]` by an integer factor."""
+  """Nearest-neighbour upsampling of `[B, n, n, ...]` by an integer factor."""
   return jnp.repeat(jnp.repeat(mask, factor, axis=1), factor, axis=2)
 
 

@@ -8,8 +8,9 @@ collectives over the axis `batch`; `parallel.py` runs it under `jax.jit(jax.shar
     lam ~ Beta(alpha, alpha), both from the replicated state RNG, so every device agrees;
   * one permutation of the device's examples (pairs), from an RNG folded with the device
     index;
-  * for PuzzleMix, its saliency (one more forward and backward, BatchNorm in eval mode)
-    and its mixed images and label weights, before the network (`puzzlemix_inputs`);
+  * for PuzzleMix and Co-Mixup, the saliency (one more forward and backward) and their
+    mixed images and targets, before the network (`premixed_inputs`); Co-Mixup's clean
+    loss (official `clean_lam > 0`) adds its gradients;
   * one pass through the network, x -E-> A -e-> z -g-> logits, with a `lax.switch` on the
     drawn mode index at each mixing point (the stages of E, A, z, the targets) choosing
     among the operations the table's modes need there (`modes`); the decoder runs in clean
@@ -20,6 +21,7 @@ collectives over the axis `batch`; `parallel.py` runs it under `jax.jit(jax.shar
     so a checkpoint never holds a diverged state."""
 
 import functools
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +30,7 @@ import optax
 from jax import lax
 
 from alignmix_jax import alignment
+from alignmix_jax import comixup
 from alignmix_jax import losses
 from alignmix_jax import methods
 from alignmix_jax import mixup
@@ -44,7 +47,8 @@ def step_settings(config):
       'reconstruction_weight': config.mixup.reconstruction_weight,
       'reconstruction_loss': config.mixup.reconstruction_loss,
       'classification_loss': config.mixup.classification_loss,
-      'kl_weight': config.mixup.kl_weight, 'puzzlemix': config.mixup.puzzlemix})
+      'kl_weight': config.mixup.kl_weight, 'puzzlemix': config.mixup.puzzlemix,
+      'comixup': config.mixup.comixup, 'alpha': config.mixup.alpha})
 
 
 def draw(rng, table, alpha):
@@ -115,13 +119,13 @@ def _loss_if(pred, loss_fn, params, inputs, *, skipped):
   return gated(params, inputs)
 
 
-def _operations(lam, perm, box_rng, settings, reverse=False, puzzle=None):
+def _operations(lam, perm, box_rng, settings, reverse=False, premixed=None):
   """The operations at a mixing point, on activations `[B, ...]` or pytrees of them.
 
   Each returns `(h, row_error)`: the mixed activations and `alignment.row_error` of the
   assignments R it solved (0 for the operations that align nothing). `reverse` (a bool, or
-  a boolean scalar decided on the device) makes ALIGN (14) instead of (13). `puzzle`: the
-  `(mixed images, ratio)` of `puzzlemix_inputs`, which PUZZLEMIX hands in.
+  a boolean scalar decided on the device) makes ALIGN (14) instead of (13). `premixed`: the
+  `Premixed` inputs whose images PUZZLEMIX and COMIXUP hand in.
   """
   def aligned(h):
     mixed, weights = mixup.aligned_feature_mix(
@@ -138,7 +142,8 @@ def _operations(lam, perm, box_rng, settings, reverse=False, puzzle=None):
       modes_lib.MIXUP: unaligned(lambda h: mixup.mix_with_partner(lam, h, perm)),
       modes_lib.CUTMIX: unaligned(lambda h: mixup.cutmix(box_rng, lam, h, perm)[0]),
       modes_lib.ALIGN: aligned,
-      modes_lib.PUZZLEMIX: unaligned(lambda h: h if puzzle is None else puzzle[0]),
+      **{op: unaligned(lambda h: h if premixed is None else premixed.images)
+         for op in modes_lib.PREMIXED},
   }
 
 
@@ -146,44 +151,90 @@ def _target_op(mode):
   """How a mode mixes the targets (the same operation names as the activations)."""
   if mode.clean:
     return modes_lib.KEEP
-  if mode.layer_op in (modes_lib.CUTMIX, modes_lib.PUZZLEMIX):
+  if mode.layer_op in (modes_lib.CUTMIX, *modes_lib.PREMIXED):
     return mode.layer_op
   return modes_lib.MIXUP
 
 
-def puzzlemix_inputs(params, batch_stats, images, targets, *, mode, modes, lam, perm, rng,
-                     model, settings):
-  """PuzzleMix's `(mixed images [B, H, W, C], ratio [B])`, or None when no mode of `modes`
-  is PuzzleMix; computed only in steps that draw it (a `lax.cond` otherwise).
+class Premixed(NamedTuple):
+  """What a method that mixes before the network (PuzzleMix, Co-Mixup) hands the step.
 
-  The saliency is the input gradient of the mean cross-entropy of the current network with
-  BatchNorm in eval mode (the official code's `clean_lam = 0`); it adds nothing to the
-  parameters' gradients.
+  images: the mixed x `[B, H, W, C]`, handed in at stage 0; targets: their targets
+  `[B, K]`; clean_loss: the loss of the clean pass that gave the saliency, when it trains
+  the network too (Co-Mixup's `clean_lam > 0`), else 0; grads: its gradients (or None);
+  batch_stats: the BatchNorm statistics after that pass (the state's otherwise).
   """
-  chosen = [m.layer_op == modes_lib.PUZZLEMIX for m in modes]
+  images: Any
+  targets: Any
+  clean_loss: Any
+  grads: Any
+  batch_stats: Any
+
+
+def premixed_inputs(params, batch_stats, images, targets, *, mode, modes, lam, perm, rng,
+                    model, settings):
+  """The `Premixed` inputs of the table's PuzzleMix or Co-Mixup mode, or None when it has
+  neither; computed only in steps that draw it (a `lax.cond` otherwise).
+
+  The saliency is the input gradient of the mean cross-entropy of the current network: with
+  BatchNorm in eval mode and no gradient into the weights (PuzzleMix, and Co-Mixup with
+  `clean_lam = 0`), or, for Co-Mixup with `clean_lam > 0` as its official code, in train
+  mode with the loss `2 clean_lam CE / K` whose gradients the step adds to the mixed loss's
+  (one backward gives both).
+  """
+  chosen = [m.layer_op in modes_lib.PREMIXED for m in modes]
   if not any(chosen):
     return None
+  op = next(m.layer_op for m in modes if m.layer_op in modes_lib.PREMIXED)
+  clean_weight = settings.comixup.clean_lam if op == modes_lib.COMIXUP else 0.0
+  num_classes = targets.shape[-1]
   # A per-device copy, as in `train_step` (the custom-VJP convolutions need it).
-  variables = _varying({'params': params, 'batch_stats': batch_stats})
+  params, batch_stats = _varying((params, batch_stats))
+
+  def clean_pass():
+    if clean_weight:
+      def loss(params, x):
+        logits, updated = model.apply({'params': params, 'batch_stats': batch_stats}, x, True,
+                                      mutable=['batch_stats'],
+                                      rngs={'reparam': jax.random.fold_in(rng, 7)})
+        ce = losses.cross_entropy(logits, targets)
+        return 2 * clean_weight * ce / num_classes, dict(updated['batch_stats'])
+
+      (value, stats), (grads, input_grad) = jax.value_and_grad(
+          loss, argnums=(0, 1), has_aux=True)(params, images)
+      return value, grads, stats, input_grad
+
+    def loss(x):
+      logits = model.apply({'params': params, 'batch_stats': batch_stats}, x, False)
+      return losses.cross_entropy(logits, targets)
+
+    return jnp.float32(0), None, batch_stats, jax.grad(loss)(images)
 
   def run():
-    def loss(x):
-      return losses.cross_entropy(model.apply(variables, x, False), targets)
-
-    sal = puzzlemix.saliency(jax.grad(loss)(images), model.std)
-    return puzzlemix.mix(rng, sal, images, perm, lam, settings=settings.puzzlemix,
-                         fill=model.mean)
+    value, grads, stats, input_grad = clean_pass()
+    sal = puzzlemix.saliency(input_grad, model.std)
+    if op == modes_lib.PUZZLEMIX:
+      mixed, ratio = puzzlemix.mix(rng, sal, images, perm, lam, settings=settings.puzzlemix,
+                                   fill=model.mean)
+      mixed_targets = mixup.mix_labels(ratio[:, None], targets, perm)
+    else:
+      mixed, mixed_targets = comixup.mix(rng, sal, images, targets, settings=settings.comixup,
+                                         alpha=settings.alpha)
+    return Premixed(mixed, mixed_targets, _varying(value), grads, stats)
 
   if all(chosen):
     return run()
-  unmixed = (images, _varying(jnp.ones(images.shape[:1], jnp.float32)))
+  shapes = jax.eval_shape(run)
+  unmixed = Premixed(images, targets, _varying(jnp.float32(0)),
+                     None if shapes.grads is None else jax.tree.map(jnp.zeros_like, params),
+                     batch_stats)
   return lax.cond(jnp.asarray(chosen)[mode], run, lambda: unmixed)
 
 
 def mode_loss(params, batch_stats, images, targets, *, mode, lam, perm, box_rng,
-              reparam_rng, model, modes, settings, puzzle=None):
+              reparam_rng, model, modes, settings, premixed=None):
   """The loss of the drawn `mode` (an index into `modes`) on this device's examples
-  (`puzzle`: `puzzlemix_inputs`, for the PuzzleMix mode).
+  (`premixed`: `premixed_inputs`, for PuzzleMix and Co-Mixup).
 
   Returns:
     `(loss, (aux, batch_stats))`: aux holds ce (the classification loss,
@@ -193,16 +244,16 @@ def mode_loss(params, batch_stats, images, targets, *, mode, lam, perm, box_rng,
     else 0), batch_stats the updated BatchNorm statistics.
   """
   variables = {'params': params, 'batch_stats': batch_stats}
-  operations = _operations(lam, perm, box_rng, settings, puzzle=puzzle)
+  operations = _operations(lam, perm, box_rng, settings, premixed=premixed)
   at_stage = {stage: _dispatch(mode, modes, lambda m, k=stage: m.layer_op if m.layer == k
                                else modes_lib.KEEP, operations)
               for stage in {m.layer for m in modes if m.layer is not None}}
   lam_box = mixup.cutmix_box(box_rng, lam, images.shape[1], images.shape[2])[1]
   target_operations = dict(operations, **{modes_lib.CUTMIX: lambda y: (mixup.mix_labels(
       lam_box, y, perm), _varying(jnp.float32(0)))})
-  if puzzle is not None:
-    target_operations[modes_lib.PUZZLEMIX] = lambda y: (mixup.mix_labels(
-        puzzle[1][:, None], y, perm), _varying(jnp.float32(0)))
+  if premixed is not None:
+    for op in modes_lib.PREMIXED:
+      target_operations[op] = lambda y: (premixed.targets, _varying(jnp.float32(0)))
   targets, _ = _dispatch(mode, modes, _target_op, target_operations)(targets)
 
   features, updated = model.apply(
@@ -271,18 +322,23 @@ def train_step(state, batch, *, model, table, settings, alpha, num_classes, sche
   perm_rng, box_rng, reparam_rng = jax.random.split(device_rng, 3)
   perm = mixup.sample_permutation(perm_rng, images.shape[0])
   modes = tuple(m for m, _ in table)
-  # The CutMix box and PuzzleMix's grid size share `box_rng`: no mode uses both.
-  puzzle = puzzlemix_inputs(state.params, state.batch_stats, images, targets, mode=mode,
-                            modes=modes, lam=lam, perm=perm, rng=box_rng, model=model,
-                            settings=settings)
+  # The CutMix box and the random draws of PuzzleMix and Co-Mixup share `box_rng`: no mode
+  # uses two of them.
+  premixed = premixed_inputs(state.params, state.batch_stats, images, targets, mode=mode,
+                             modes=modes, lam=lam, perm=perm, rng=box_rng, model=model,
+                             settings=settings)
   loss_fn = functools.partial(
-      mode_loss, batch_stats=state.batch_stats, images=images, targets=targets, mode=mode,
-      lam=lam, perm=perm, box_rng=box_rng, reparam_rng=reparam_rng, model=model,
-      modes=modes, settings=settings, puzzle=puzzle)
+      mode_loss, batch_stats=state.batch_stats if premixed is None else premixed.batch_stats,
+      images=images, targets=targets, mode=mode, lam=lam, perm=perm, box_rng=box_rng,
+      reparam_rng=reparam_rng, model=model, modes=modes, settings=settings,
+      premixed=premixed)
   # Differentiate with respect to a per-device copy of the parameters: the gradient of a
   # device-invariant value under shard_map would already be summed over devices.
   (loss, (aux, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       _varying(state.params))
+  if premixed is not None and premixed.grads is not None:  # Co-Mixup's clean loss.
+    loss = loss + premixed.clean_loss
+    grads = jax.tree.map(jnp.add, grads, premixed.grads)
   grads = lax.pmean(grads, AXIS)
   batch_stats = lax.pmean(batch_stats, AXIS)
   loss = lax.pmean(loss, AXIS)

@@ -5,7 +5,7 @@ loaded or compiled, so a setting that cannot run ends the run at once with a Val
 FileNotFoundError) that names the field and the fix. The checks of each part belong to its
 module (`methods.check`, `models.create_model`, `alignment.check_settings`,
 `losses.check_reconstruction_loss`, `losses.check_classification_loss`,
-`puzzlemix.check_settings`, `data.backend`, `ood.check_set_names`); this module
+`puzzlemix.check_settings`, `comixup.check_settings`, `data.backend`, `ood.check_set_names`); this module
 calls them all, and holds the checks that span parts (loop counts, batch sizes over the
 devices, evaluation programs).
 """
@@ -14,6 +14,7 @@ import math
 import os
 
 from alignmix_jax import alignment
+from alignmix_jax import comixup
 from alignmix_jax import data
 from alignmix_jax import evaluation
 from alignmix_jax import losses
@@ -57,9 +58,17 @@ def validate(config, num_devices, *, mode='train'):
     alignment.check_settings(config.mixup.sinkhorn_eps, config.mixup.sinkhorn_iters)
     losses.check_reconstruction_loss(config.mixup.reconstruction_loss)
     losses.check_classification_loss(config.mixup.classification_loss)
-    if any(m.layer_op == modes_lib.PUZZLEMIX for m in methods.table_modes(config)):
+    premixed = {m.layer_op for m in methods.table_modes(config)} & set(modes_lib.PREMIXED)
+    if len(premixed) > 1:
+      raise ValueError(f'{config.mixup.method} draws both PuzzleMix and Co-Mixup; a method '
+                       'may use one of them.')
+    if premixed:
       puzzlemix.require_solver()
+    if modes_lib.PUZZLEMIX in premixed:
       puzzlemix.check_settings(config.mixup.puzzlemix, config.dataset.image_size)
+    if modes_lib.COMIXUP in premixed:
+      comixup.check_settings(config.mixup.comixup, config.dataset.image_size,
+                             config.batch_size // num_devices)
     if config.mixup.align_latent and (config.model.latent != 'tensor'
                                       or config.model.autoencoder != 'ae'):
       raise ValueError("mixup.align_latent aligns the tensor Z: it needs "

@@ -24,7 +24,7 @@ PACKAGE = 'alignmix_jax'
 ROOT = os.path.join(helpers.REPO, PACKAGE)
 CORE_PACKAGES = ('configs', 'models', 'data')  # Every module of these is core.
 LAYERS = {
-    'core': {'', 'alignment', 'mixup', 'puzzlemix', 'modes', 'methods', 'losses', 'configs',
+    'core': {'', 'alignment', 'mixup', 'puzzlemix', 'comixup', 'modes', 'methods', 'losses', 'configs',
              'models',
              'parallel', 'data', 'optim', 'state', 'checkpointing', 'metric_logging', 'console',
              'workdir', 'evaluation', 'evaluation.batches', 'evaluation.classification',

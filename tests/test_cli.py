@@ -4,8 +4,10 @@ names and paths, the method as the config's argument or as `--config.mixup.metho
 overrides, and the bad command lines that end in one clear line."""
 
 import glob
+import json
 import os
 
+import numpy as np
 import pytest
 
 import helpers
@@ -127,3 +129,23 @@ def test_a_bucket_workdir_is_refused_with_the_fix(tmp_path):
   assert code == 1
   assert 'gs://bucket/run' in stderr and 'shared filesystem' in stderr
   assert not os.listdir(tmp_path)  # Nothing written (no local 'gs:' folder).
+
+
+@pytest.mark.parametrize('method', ['puzzlemix', 'comixup'])
+def test_the_command_line_trains_and_evaluates_the_graph_cut_baselines(tmp_path, method):
+  """`python -m main --config configs/digits.py:<method>`, at a tiny size, then `--mode eval`
+  on its checkpoint: the same top-1 as the run measured."""
+  small = ['--config.model.width=4', '--config.dataset.image_size=16',
+           '--config.batch_size=16', '--config.num_train_steps=6',
+           '--config.log_every_steps=3', '--config.checkpoint_every_steps=6',
+           "--config.eval.programs=('classification',)", '--config.eval.batch_size=120']
+  args = ('--config', f'configs/digits.py:{method}', '--workdir', str(tmp_path), *small)
+  code, _, stderr = helpers.cli(*args)
+  assert code == 0, stderr[-3000:]
+  logged = helpers.scalars(tmp_path)
+  assert logged[(6, f'train/mode_fraction/{method}')] == 1.0
+  assert np.isfinite(logged[(6, 'train/loss')]) and 0 <= logged[(6, 'test/top1')] <= 100
+  code, _, stderr = helpers.cli(*args, '--mode', 'eval')
+  assert code == 0, stderr[-3000:]
+  results = json.loads((tmp_path / 'eval.json').read_text())
+  assert results['top1_error'] == pytest.approx(100 - logged[(6, 'test/top1')], abs=1e-4)

@@ -19,6 +19,7 @@ from alignmix_jax.configs import digits
 # The paper's tables, in order: name -> label.
 LABELS = {'vanilla': 'Baseline', 'input_mixup': 'Input mixup',
           'manifold_mixup': 'Manifold mixup', 'cutmix': 'CutMix', 'puzzlemix': 'PuzzleMix',
+          'comixup': 'Co-Mixup',
           'alignmix_official': "AlignMix (authors' code)", 'alignmix': 'AlignMix/AE'}
 # The fields each method sets (its paper's network and mixing coefficient).
 FIELDS = {
@@ -29,6 +30,8 @@ FIELDS = {
     'cutmix': {'model.autoencoder': 'none', 'mixup.alpha': 1.0},
     'puzzlemix': {'model.autoencoder': 'none', 'mixup.alpha': 1.0,
                   'mixup.classification_loss': 'softmax_bce'},
+    'comixup': {'model.autoencoder': 'none', 'mixup.alpha': 2.0,
+                'mixup.classification_loss': 'softmax_bce'},
     'alignmix_official': {'model.autoencoder': 'none', 'mixup.alpha': 2.0},
     'alignmix': {},
 }
@@ -89,7 +92,7 @@ def test_table_normalises_the_weights_and_drops_the_zero_ones():
                                     'mixup.manifold_layers': (0, 2, 3, 4)}))
   assert manifold == tuple((name, 0.25) for name in ('input', 'layer2', 'layer3', 'layer4'))
   for name, mode in (('vanilla', 'clean'), ('input_mixup', 'input'), ('cutmix', 'cutmix'),
-                     ('puzzlemix', 'puzzlemix')):
+                     ('puzzlemix', 'puzzlemix'), ('comixup', 'comixup')):
     assert methods.table(_with(**{'mixup.method': name})) == ((mode, 1.0),)
 
 
@@ -125,7 +128,7 @@ def test_check_refuses_mixing_after_a_stage_the_encoder_lacks():
 @pytest.mark.parametrize('fields, message', [
     ({'mixup.method': 'mixmatch'},
      "Unknown method 'mixmatch'; valid: vanilla, input_mixup, manifold_mixup, cutmix, "
-     'puzzlemix, alignmix_official, alignmix.'),
+     'puzzlemix, comixup, alignmix_official, alignmix.'),
     ({'mixup.mode_weights': (1.0, 1.0)}, 'mixup.mode_weights must be 5 non-negative weights'),
     ({'mixup.mode_weights': (1.0, -1.0, 1.0, 1.0, 1.0)}, 'non-negative'),
     ({'mixup.mode_weights': (0.0,) * 5}, 'with a positive sum; got (0.0, 0.0, 0.0, 0.0, 0.0)'),

@@ -136,10 +136,10 @@ def test_shard_map_steps_runs_the_steps_in_order_and_stacks_their_metrics():
   np.testing.assert_array_equal(metrics['second_device_first'], host[:, 8 // NUM_DEVICES, 0])
 
 
-@pytest.mark.parametrize('method', ['alignmix', 'puzzlemix'])
+@pytest.mark.parametrize('method', ['alignmix', 'puzzlemix', 'comixup'])
 def test_shard_map_steps_runs_k_steps_in_one_dispatch_as_k_single_steps(method):
-  """The five-mode step with the autoencoder (and PuzzleMix, whose graph cut is a host
-  callback), 6 steps over 2 devices: one dispatch of 4 and one of 2 give the states and
+  """The five-mode step with the autoencoder (and PuzzleMix and Co-Mixup, whose graph cuts
+  are host callbacks), 6 steps over 2 devices: one dispatch of 4 and one of 2 give the states and
   metrics of 6 single steps, bit for bit."""
   config = methods.configure(tiny_config.get_config(), method)
   _, state, step_fn = helpers.setup_step(config)
@@ -198,7 +198,8 @@ def test_pmap_layout_replicate_and_split_batch():
 
 @pytest.mark.parametrize('method, weights', [
     ('alignmix', (0, 0, 0, 1.0, 0)), ('alignmix', (1.0, 0, 0, 0, 0)), ('alignmix', (1.0,) * 5),
-    ('puzzlemix', ())], ids=['feature', 'clean_with_decoder', 'five_modes', 'puzzlemix'])
+    ('puzzlemix', ()), ('comixup', ())],
+    ids=['feature', 'clean_with_decoder', 'five_modes', 'puzzlemix', 'comixup'])
 def test_shard_map_and_pmap_run_the_same_step(method, weights):
   config = methods.configure(tiny_config.get_config(), method)
   if weights:

@@ -3,7 +3,6 @@
 `transport_image`), written here as that code computes: NCHW, normalised images, PyTorch's
 first-index argmin, the graph cut by `gco` called directly."""
 
-import json
 import sys
 
 import gco
@@ -356,31 +355,13 @@ def test_settings_that_cannot_run_are_refused(fields, message):
     validation.validate(config, 2)
 
 
-@pytest.mark.parametrize('method', ('alignmix', 'cutmix', 'puzzlemix'))
-def test_only_a_puzzlemix_table_traces_the_saliency_and_the_graph_cut(method):
+@pytest.mark.parametrize('method', ('alignmix', 'cutmix', 'puzzlemix', 'comixup'))
+def test_only_puzzlemix_and_comixup_tables_trace_the_saliency_and_the_graph_cut(method):
   """The other methods' steps are the same programs as before PuzzleMix existed: no host
   callback, no extra gradient."""
   config = methods.configure(tiny_config.get_config(), method)
   _, state, step = helpers.setup_step(config)
   run = parallel.shard_map_step(step, parallel.data_mesh(), donate_state=False)
   text = str(jax.make_jaxpr(run)(state, helpers.batch(config)))
-  assert ('pure_callback' in text) == (method == 'puzzlemix')
+  assert ('pure_callback' in text) == (method in ('puzzlemix', 'comixup'))
 
-
-def test_the_command_line_trains_and_evaluates_puzzlemix(tmp_path):
-  """`python -m main --config configs/digits.py:puzzlemix`, at a tiny size, then `--mode
-  eval` on its checkpoint."""
-  small = ['--config.model.width=4', '--config.dataset.image_size=16',
-           '--config.batch_size=16', '--config.num_train_steps=6',
-           '--config.log_every_steps=3', '--config.checkpoint_every_steps=6',
-           "--config.eval.programs=('classification',)", '--config.eval.batch_size=120']
-  args = ('--config', 'configs/digits.py:puzzlemix', '--workdir', str(tmp_path), *small)
-  code, _, stderr = helpers.cli(*args)
-  assert code == 0, stderr[-3000:]
-  logged = helpers.scalars(tmp_path)
-  assert logged[(6, 'train/mode_fraction/puzzlemix')] == 1.0
-  assert np.isfinite(logged[(6, 'train/loss')]) and 0 <= logged[(6, 'test/top1')] <= 100
-  code, _, stderr = helpers.cli(*args, '--mode', 'eval')
-  assert code == 0, stderr[-3000:]
-  results = json.loads((tmp_path / 'eval.json').read_text())
-  assert results['top1_error'] == pytest.approx(100 - logged[(6, 'test/top1')], abs=1e-4)

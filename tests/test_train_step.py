@@ -12,6 +12,7 @@ from jax.sharding import PartitionSpec as P
 
 import authors_numpy
 import helpers
+import test_comixup
 import test_mixup
 import test_puzzlemix
 import tiny_config
@@ -111,7 +112,13 @@ def _expected_loss(config, model, variables, images, labels, name, lam, perm, bo
   def classify(z):
     return apply(z, True, method='classify', rngs={'reparam': reparam_rng})
 
-  def ce(logits, targets):
+  def ce(logits, targets):  # The classification loss: cross-entropy, or PyTorch's BCELoss.
+    if config.mixup.classification_loss == 'softmax_bce':
+      logits = np.asarray(logits, np.float64)
+      p = np.exp(logits - logits.max(1, keepdims=True))
+      p /= p.sum(1, keepdims=True)
+      return float(-np.mean(targets * np.maximum(np.log(p), -100)
+                            + (1 - targets) * np.maximum(np.log(1 - p), -100)))
     return float(np.mean(-np.sum(targets * jax.nn.log_softmax(logits), axis=-1)))
 
   def mix(a, b):
@@ -163,11 +170,22 @@ def _expected_loss(config, model, variables, images, labels, name, lam, perm, bo
         config.mixup.puzzlemix, mean, std)
     mixed = mixed.transpose(0, 2, 3, 1) * std + mean
     targets = ratio[:, None] * y + (1 - ratio[:, None]) * y[perm]
-    logits = np.asarray(classify(latent(features(jnp.asarray(mixed, jnp.float32)))), np.float64)
-    p = np.exp(logits - logits.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)  # PyTorch's BCELoss of the softmax, the official loss.
-    return float(-np.mean(targets * np.maximum(np.log(p), -100)
-                          + (1 - targets) * np.maximum(np.log(1 - p), -100))), 0.0
+    return ce(classify(latent(features(jnp.asarray(mixed, jnp.float32)))), targets), 0.0
+  if name == 'comixup':  # The official code's clean pass and mixup_process.
+    settings = config.mixup.comixup
+    std = np.asarray(config.dataset.std, np.float32)
+    k = config.dataset.num_classes
+
+    def clean_loss(x):  # Train mode; its gradient also trains (clean_lam > 0).
+      logits = classify(latent(features(x)))
+      return 2 * settings.clean_lam * jnp.mean(-jnp.sum(y * jax.nn.log_softmax(logits), -1)) / k
+
+    clean, grad = jax.value_and_grad(clean_loss)(images)
+    sal = np.sqrt(np.mean((np.asarray(grad) * std) ** 2, axis=-1))
+    mixed, targets = test_comixup.ref_mixup_process(images, y, sal, box_rng, settings,
+                                                    config.mixup.alpha)
+    return float(clean) + ce(classify(latent(features(jnp.asarray(mixed, jnp.float32)))),
+                             targets), 0.0
   if name.startswith('layer'):  # Manifold mixup after stage k.
     stage = int(name[5:])
     hook = lambda k, h: mix(h, np.asarray(h)[perm]) if k == stage else h  # pylint: disable=unnecessary-lambda-assignment
@@ -240,6 +258,7 @@ ABLATIONS = {  # Table 5's variants, bfloat16, and the baselines' tables.
     'manifold_mixup': _ablation('manifold_mixup'),
     'cutmix': _ablation('cutmix'),
     'puzzlemix': _ablation('puzzlemix'),
+    'comixup': _ablation('comixup', **{'mixup.comixup.part': 4}),  # 8 per device: 4 + 4.
 }
 
 
@@ -412,3 +431,22 @@ def test_loss_if_gives_the_loss_and_gradients_of_the_taken_branch_only():
     np.testing.assert_allclose(aux, expected_aux, rtol=1e-6)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads)):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_a_table_mixing_comixup_with_clean_steps_takes_the_steps_their_formulas_give(
+    monkeypatch):
+  """Co-Mixup beside another mode: its pass runs under a `lax.cond` only in the steps that
+  draw it; each step's loss is the formulas'."""
+  mixed = methods.Method('clean_and_comixup_test_only', 'Clean + Co-Mixup', 'both',
+                         lambda config: (('clean', 1.0), ('comixup', 1.0)),
+                         methods.get('comixup').fields)
+  monkeypatch.setitem(methods._REGISTRY, mixed.name, mixed)  # pylint: disable=protected-access
+  config = configs.override(methods.configure(tiny_config.get_config(), mixed.name),
+                            {'mixup.comixup.part': 4})
+  model, _, states, history = _run(config, steps=6)
+  batch = helpers.batch(config)
+  assert {int(m['mode']) for m in history} == {0, 1}
+  for state, metrics in zip(states, history):
+    mode, _, loss, _ = _reference_loss(config, model, state, batch)
+    assert int(metrics['mode']) == mode
+    np.testing.assert_allclose(metrics['loss'], loss, rtol=2e-4)

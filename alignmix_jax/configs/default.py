@@ -120,6 +120,21 @@ def get_config():
   config.mixup.puzzlemix.transport = True  # Move salient blocks where the mask keeps them.
   config.mixup.puzzlemix.t_size = 4  # Transport block side in pixels (-1: the cut's blocks).
   config.mixup.puzzlemix.t_eps = 0.8  # Weight of the distance a block moves.
+  # comixup (`alignmix_jax.comixup`): the official code's CIFAR-100 PreActResNet18 settings
+  # (its README: batch 100, lr 0.2 for 300 epochs, decays at 100 and 200, alpha 2).
+  config.mixup.comixup = ml_collections.ConfigDict()
+  config.mixup.comixup.block_num = 4  # Blocks per side of the labelling (-1: drawn).
+  config.mixup.comixup.part = 20  # Inputs mixed together (a device's batch in groups).
+  config.mixup.comixup.beta = 0.32  # Label smoothness.
+  config.mixup.comixup.gamma = 1.0  # Diversity: penalty on inputs shared by outputs.
+  config.mixup.comixup.thres = 0.83  # Share of an output's blocks before the penalty (tau).
+  config.mixup.comixup.thres_type = 'hard'
+  config.mixup.comixup.eta = 0.05  # Weight of the Dirichlet(alpha) prior.
+  config.mixup.comixup.omega = 0.001  # Weight of the inputs' compatibility.
+  config.mixup.comixup.set_resolve = True  # Make identical outputs differ.
+  config.mixup.comixup.niter = 4  # Rounds over the outputs.
+  # > 0: the saliency pass in train mode also trains on 2 clean_lam CE / K (official: 1).
+  config.mixup.comixup.clean_lam = 1.0
 
   # Optimisation. Epoch counts are converted to steps with dataset.train_size.
   config.batch_size = 128  # Global batch size, split over all devices of all processes.
