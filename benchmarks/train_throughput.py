@@ -14,6 +14,7 @@ and batch):
   five_mode_compile_over_vanilla  the five-mode step's compile time over the vanilla step's;
   puzzlemix_over_baseline     the PuzzleMix step (mean over its drawn grid sizes) over the
                               Baseline method's step (`vanilla_baseline`, the same network);
+  comixup_over_baseline       the Co-Mixup step over the same;
   dispatch_speedup            per row, the step time at the first `--steps_per_dispatch`
                               count over the step time at each count (> 1: faster).
 The ratios above the last use the rows at the first count.
@@ -318,9 +319,10 @@ def summary(records):
     out['five_mode_over_vanilla'] = ratio(ms['alignmix']['step_ms_mean'])
     out['five_mode_compile_over_vanilla'] = round(
         ms['alignmix']['compile_s'] / ms['vanilla']['compile_s'], 3)
-  if 'vanilla_baseline' in ms and 'puzzlemix' in ms:
-    out['puzzlemix_over_baseline'] = round(
-        ms['puzzlemix']['step_ms_mean'] / ms['vanilla_baseline']['step_ms_mean'], 3)
+  for name in ('puzzlemix', 'comixup'):
+    if 'vanilla_baseline' in ms and name in ms:
+      out[f'{name}_over_baseline'] = round(
+          ms[name]['step_ms_mean'] / ms['vanilla_baseline']['step_ms_mean'], 3)
   if 'vanilla' in ms and all(m in ms for m in modes.FIVE_MODES):
     out['mean_of_modes_over_vanilla'] = ratio(
         statistics.fmean(ms[m]['step_ms_median'] for m in modes.FIVE_MODES))

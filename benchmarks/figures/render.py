@@ -155,7 +155,9 @@ def _throughput(f):
           + (f' PuzzleMix step (mean over its grid sizes) / Baseline step: '
              f'**{summary["puzzlemix_over_baseline"]:.2f}** (the official code: about 1.5 on a '
              'GPU, with 8 processes for the graph cuts).'
-             if 'puzzlemix_over_baseline' in summary else ''))
+             if 'puzzlemix_over_baseline' in summary else '')
+          + (f' Co-Mixup step / Baseline step: **{summary["comixup_over_baseline"]:.2f}**.'
+             if 'comixup_over_baseline' in summary else ''))
 
 
 def _pipelines(f):
