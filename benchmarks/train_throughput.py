@@ -221,6 +221,11 @@ def measure(config, rows, mesh, num_steps, peak_tflops, profile_dir='', compile_
           for entry in built]
 
 
+def _significant(value, digits=4):
+  """`value` to `digits` significant figures: a small step's TFLOP/s stays nonzero."""
+  return float(f'{value:.{digits}g}')
+
+
 def _record(row, config, compiled, compile_s, timer, *, mesh, peak_tflops, repeats):
   times, count = timer.times, timer.count
   mean_s, median_s = statistics.fmean(times), statistics.median(times)
@@ -246,11 +251,11 @@ def _record(row, config, compiled, compile_s, timer, *, mesh, peak_tflops, repea
       'images_per_s': round(config.batch_size / mean_s, 1),
       'step_memory_bytes': step_memory_bytes(compiled),
       'device_peak_bytes': device_peak_bytes(),
-      'tflops_per_s': None if flops is None else round(mesh.size * flops / mean_s / 1e12, 3),
+      'tflops_per_s': None if flops is None else _significant(mesh.size * flops / mean_s / 1e12),
       'device': jax.devices()[0].device_kind,
   }
   if peak_tflops and flops is not None:
-    record['mfu'] = round(flops / mean_s / 1e12 / peak_tflops, 4)
+    record['mfu'] = _significant(flops / mean_s / 1e12 / peak_tflops)
   return record
 
 
