@@ -46,6 +46,11 @@ def get_config():
   config.dataset.test_split = 'test'
   config.dataset.train_size = 1437
   config.dataset.test_size = 360
+  # Low-data regime (datasets held in memory): train on a class-balanced subset of this many
+  # training examples (0: all; a multiple of num_classes), the same for every method and seed:
+  # drawn by `subset_seed` alone. The test split stays whole; epochs count subset examples.
+  config.dataset.train_examples = 0
+  config.dataset.subset_seed = 0
   config.dataset.augment = 'crop_flip'  # crop_flip | crop | imagenet | cub | none
   config.dataset.crop_padding = 4  # Zero padding of the crop_flip augmentation.
   config.dataset.shuffle_buffer = 10_000  # tf.data, streamed datasets.

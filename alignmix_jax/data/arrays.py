@@ -22,7 +22,8 @@ Images that are not S x S are fitted to it: the shorter side resized to S (bilin
 antialiasing), then the centre crop. Everything is read before training starts: missing or
 malformed files raise errors that name the file and how to get it; with
 `config.dataset.skip_unreadable` unreadable images (of the folder datasets) are left out
-with a warning and a count instead.
+with a warning and a count instead. With `config.dataset.train_examples` the train split is
+its class-balanced subset (`catalog.balanced_subset`, fixed by `config.dataset.subset_seed`).
 """
 
 import gzip
@@ -72,6 +73,9 @@ def load(dataset_config, split):
   data = _LOADERS[name](dataset_config, split)
   if name != 'image_folder':
     catalog.check_size(dataset_config, split, len(data['label']))
+  if split == 'train':
+    kept = catalog.balanced_subset(data['label'], dataset_config)
+    data = {key: value[kept] for key, value in data.items()}
   return {'image': fit(data['image'], dataset_config.image_size),
           'label': data['label'].astype(np.int32)}
 

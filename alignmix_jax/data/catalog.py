@@ -24,6 +24,8 @@ dataset.
 
 import os
 
+import numpy as np
+
 DATASETS = ('digits', 'fashion_mnist', 'cifar10', 'cifar100', 'imagenet2012',
             'caltech_birds2011', 'tiny_imagenet', 'image_folder')
 # Held in memory (and by default on the devices); the others are streamed by tf.data.
@@ -56,6 +58,57 @@ def check_dataset(dataset_config):
   if dataset_config.with_bbox and name not in WITH_BBOX:
     raise ValueError(f'config.dataset.with_bbox is set but {name!r} has no boxes; datasets '
                      f'with boxes: {", ".join(WITH_BBOX)}.')
+  _check_train_examples(dataset_config)
+
+
+def train_examples(dataset_config):
+  """`config.dataset.train_examples`: 0 (the whole train split) or the size of its
+  class-balanced subset (configs written before the field read as 0)."""
+  return dataset_config.get('train_examples', 0)
+
+
+def _check_train_examples(dataset_config):
+  count, classes = train_examples(dataset_config), dataset_config.num_classes
+  if count == 0:
+    return
+  if dataset_config.name not in IN_MEMORY:
+    raise ValueError(f'config.dataset.train_examples = {count} subsets the datasets held in '
+                     f'memory ({", ".join(IN_MEMORY)}), not the streamed {dataset_config.name}: '
+                     'set it to 0.')
+  if count < 0 or count % classes:
+    raise ValueError(f'config.dataset.train_examples = {count} must be 0 (every training '
+                     f'example) or a positive multiple of config.dataset.num_classes = '
+                     f'{classes} (the subset holds as many examples of every class), e.g. '
+                     f'{100 * classes}.')
+  if dataset_config.name != 'image_folder' and count > dataset_config.train_size:
+    raise ValueError(f'config.dataset.train_examples = {count} is more than the '
+                     f'{dataset_config.train_size} examples of the train split: set it to at '
+                     'most config.dataset.train_size, or to 0 for all of them.')
+
+
+def balanced_subset(labels, dataset_config):
+  """Indices (sorted) of the `config.dataset.train_examples` training examples: as many of
+  each class, drawn by `config.dataset.subset_seed` alone, so every method and every run
+  seed trains on the same images. All indices when `train_examples` is 0.
+
+  Raises:
+    ValueError: a class with fewer examples than its share.
+  """
+  count = train_examples(dataset_config)
+  if count == 0:
+    return np.arange(len(labels))
+  share = count // dataset_config.num_classes
+  rng = np.random.default_rng(dataset_config.get('subset_seed', 0))
+  chosen = []
+  for label in range(dataset_config.num_classes):
+    members = np.flatnonzero(labels == label)
+    if len(members) < share:
+      raise ValueError(f'config.dataset.train_examples = {count} takes {share} examples of '
+                       f'each class, but class {label} of {dataset_config.name} has '
+                       f'{len(members)}: lower train_examples to at most '
+                       f'{len(members) * dataset_config.num_classes}.')
+    chosen.append(rng.choice(members, share, replace=False))
+  return np.sort(np.concatenate(chosen))
 
 
 def check_augment(name):
@@ -109,8 +162,11 @@ def pick(options, dataset_config, split):
 
 
 def split_size(dataset_config, split):
-  """Number of examples of `split` ('train' | 'test'), known without network access."""
+  """Number of examples of `split` ('train' | 'test'), known without network access: for
+  'train', `config.dataset.train_examples` when it subsets the split."""
   check_dataset(dataset_config)
+  if split == 'train' and train_examples(dataset_config):
+    return train_examples(dataset_config)
   if dataset_config.name == 'image_folder':
     return len(image_folder_files(dataset_config, split)[0])
   return dataset_config[size_field(split)]
