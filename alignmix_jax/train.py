@@ -82,7 +82,8 @@ def train_and_evaluate(config, workdir):
   a workdir this run created is removed again if it stays empty.
 
   Returns:
-    The last scalars: `test/top1` (final), `test/best_top1`, `test/loss` and `step`.
+    The last scalars: `test/top1` (final), `test/best_top1`, `test/loss`, `test/epoch` and
+    `step`.
 
   Raises:
     ValueError, FileNotFoundError: settings or data that cannot run, a workdir that cannot
@@ -242,20 +243,23 @@ class _Outputs:
 
 class _Tester:
   """Test top-1 and loss of the run's variables (`classification.evaluate`, as `--mode eval`
-  measures them), and the best top-1 so far."""
+  measures them), the best top-1 so far and the epoch they were measured at (the x axis of
+  learning curves)."""
 
-  def __init__(self, config, model, mesh, best_top1):
+  def __init__(self, config, model, mesh, best_top1, steps_per_epoch):
     self._batches = data.eval_batches(config.dataset, mesh,
                                       global_batch_size=config.eval.batch_size)
     self._logits = functools.partial(model.apply, train=False)  # One function: one compile.
     self.best_top1 = best_top1
+    self._steps_per_epoch = steps_per_epoch
 
-  def __call__(self, variables):
+  def __call__(self, variables, step):
     result = classification.evaluate(jax.tree_util.Partial(self._logits, variables),
                                      self._batches, top_k=(1,), with_loss=True)
     top1 = 100.0 - result['top1_error']
     self.best_top1 = max(self.best_top1, top1)
-    return {'test/top1': top1, 'test/best_top1': self.best_top1, 'test/loss': result['loss']}
+    return {'test/top1': top1, 'test/best_top1': self.best_top1, 'test/loss': result['loss'],
+            'test/epoch': step / self._steps_per_epoch}
 
 
 def _restore_or_init(config, mesh, plan, outputs):
@@ -327,7 +331,7 @@ def _save(state, step, tester, outputs, progress):
 def _evaluate(state, step, tester, outputs, progress):
   """Test top-1 of `state` (at `step`), written; returns the scalars."""
   with progress.paused():
-    scalars = tester(state.variables())
+    scalars = tester(state.variables(), step)
   outputs.writer.write_scalars(step, scalars)
   logging.info('step %d: test top-1 %.2f%% (best %.2f%%), test loss %.4f', step,
                scalars['test/top1'], scalars['test/best_top1'], scalars['test/loss'])
@@ -357,7 +361,7 @@ def _train(config, workdir, mesh, stop):
                          seed=config.seed, start_step=start)
   progress = Progress(start, plan.num_steps, plan.steps_per_epoch)
   train_steps = _Steps(config, model, plan, mesh, feed, progress)
-  tester = _Tester(config, model, mesh, best_top1)
+  tester = _Tester(config, model, mesh, best_top1, plan.steps_per_epoch)
   table_modes = methods.table_modes(config)
 
   done, final, window = start, {}, []

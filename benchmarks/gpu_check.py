@@ -206,8 +206,8 @@ def fashion_mnist(args, out):
     with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
       config = json.load(f)
   rates = sorted(line['steps_per_sec'] for line in lines if 'steps_per_sec' in line)
-  steps_per_epoch = config['dataset']['train_size'] // config['batch_size']
   test = [line for line in lines if 'test/top1' in line][-1]
+  steps_per_epoch = test['step'] / test['test/epoch']
   record = {'check': 'fashion_mnist', 'steps': test['step'], 'epochs': args.epochs,
             'batch': config['batch_size'], 'width': config['model']['width'],
             'steps_per_dispatch': parallel.steps_per_dispatch(config['steps_per_dispatch']),

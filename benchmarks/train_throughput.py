@@ -124,8 +124,9 @@ def synthetic_steps(config, mesh, count=1, seed=0):
 
 
 def _steps_per_epoch(config):
-  """Steps per epoch of the config's training split (the decays of its schedule)."""
-  return max(1, config.dataset.train_size // config.batch_size)
+  """Steps per epoch of the config's training split (the decays of its schedule; at least
+  one: a row's batch may exceed a small split)."""
+  return max(1, data.split_size(config.dataset, 'train') // config.batch_size)
 
 
 def build(config, mesh, count=1):
@@ -295,8 +296,8 @@ def measure_pipeline(config, mesh, num_steps, pipeline, count=1):
       'step_ms_mean': round(1e3 * mean_s, 2),
       'images_per_s': round(config.batch_size / mean_s, 1),
       'pipeline_only_images_per_s': round(config.batch_size / pipeline_s, 1),
-      'epoch_s': round(config.dataset.train_size / config.batch_size * mean_s, 1),
-      'train_size': config.dataset.train_size, 'device': jax.devices()[0].device_kind,
+      'epoch_s': round(steps_per_epoch * mean_s, 1),
+      'train_size': data.split_size(config.dataset, 'train'), 'device': jax.devices()[0].device_kind,
   }
 
 

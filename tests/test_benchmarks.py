@@ -174,22 +174,30 @@ def test_gpu_check_runs_end_to_end_at_a_tiny_size(tmp_path):
 
 
 def test_compare_methods_writes_the_table_and_restarts_where_it_stopped(tmp_path):
-  args = ['--out', str(tmp_path), '--config', 'digits', '--budget', 'tiny',
-          '--rows', 'vanilla,alignmix', '--seeds', '0,1']
+  """The GPU-window budget at CI size: two runs at once, then the table, its reading and the
+  figures; a second command runs nothing again."""
+  args = ['--out', str(tmp_path), '--config', 'digits', '--budget', 'gpu_window', '--tiny',
+          '--rows', 'vanilla,alignmix', '--parallel', '2']
   result = subprocess.run([sys.executable, '-m', 'benchmarks.compare_methods', *args],
                           cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
   assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
   with open(tmp_path / 'results.json', encoding='utf-8') as f:
-    records = json.load(f)['records']
+    results = json.load(f)
+  records = results['records']
   assert [(r['row'], r['seed']) for r in records] == [
       ('vanilla', 0), ('alignmix', 0), ('vanilla', 1), ('alignmix', 1)]
+  assert results['parallel'] == 2 and results['overrides']['model.width'] == '4'
   for record in records:
     with open(os.path.join(record['workdir'], 'eval.json'), encoding='utf-8') as f:
       assert json.load(f)['top1_error'] == record['top1_error']
     assert 'ood/sklearn_digits/auroc' in record and 'pgd_error' in record
+    # One evaluation, at the last of 6 steps: 6 batches of 16 of the 1437 training images.
+    assert record['curve'] == [[pytest.approx(6 / 89), 100.0 - record['top1_error']]]
   table = (tmp_path / 'results.md').read_text()
   assert '| AlignMix/AE |' in table and '| Baseline |' in table and '+-' in table
-  for name in ('reliability_best_worst.png', 'figure3_interpolations.png'):
+  assert '- AlignMix/AE vs Baseline: top-1 error ' in table
+  for name in ('reliability_best_worst.png', 'figure3_interpolations.png',
+               'learning_curves.png'):
     assert (tmp_path / name).stat().st_size > 1000
   again = subprocess.run([sys.executable, '-m', 'benchmarks.compare_methods', *args], cwd=REPO,
                          capture_output=True, text=True, timeout=900, check=False)
@@ -199,11 +207,46 @@ def test_compare_methods_writes_the_table_and_restarts_where_it_stopped(tmp_path
   assert (tmp_path / 'results.md').read_text() == table
 
 
+def _records(values):
+  """Records of `{row: [top-1 error per seed]}`, the other reading metrics fixed."""
+  return [{'row': row, 'seed': seed, 'top1_error': error, 'pgd_error': 50.0, 'ece': 1.0,
+           'ood/sklearn_digits/auroc': 90.0 + seed}
+          for row, errors in values.items() for seed, error in enumerate(errors)]
+
+
+def test_the_reading_says_better_or_worse_only_beyond_the_seed_spread():
+  records = _records({'vanilla': [10.0, 12.0], 'input_mixup': [14.0, 16.0],
+                      'alignmix': [10.5, 11.5]})
+  lines = compare_methods.reading(records).splitlines()
+  # Stds: 1.414 (vanilla, input mixup), 0.707 (AlignMix/AE); equal metrics: 0 +- spread.
+  assert lines == [
+      '- Input mixup vs Baseline: top-1 error +4.00 (worse), PGD error +0.00 (within the '
+      'spread), ECE +0.00 (within the spread), digits AuROC +0.00 (within the spread).',
+      '- AlignMix/AE vs Baseline: top-1 error +0.00 (within the spread), PGD error +0.00 '
+      '(within the spread), ECE +0.00 (within the spread), digits AuROC +0.00 (within the '
+      'spread).',
+      '- AlignMix/AE vs Input mixup: top-1 error -4.00 (better), PGD error +0.00 (within the '
+      'spread), ECE +0.00 (within the spread), digits AuROC +0.00 (within the spread).']
+  # 4.0 against 1.414 + 0.707: beyond; 2.0 is not.
+  near = _records({'vanilla': [10.0, 12.0], 'alignmix': [8.5, 9.5]})
+  assert 'top-1 error -2.00 (within the spread)' in compare_methods.reading(near)
+  one_seed = _records({'vanilla': [10.0], 'alignmix': [5.0]})
+  assert 'top-1 error -5.00 (within the spread)' in compare_methods.reading(one_seed)
+
+
+def test_learning_curves_plot_each_row(tmp_path):
+  records = [{'row': row, 'seed': seed, 'curve': [[10.0 * e, 50.0 + e + seed] for e in (1, 2, 3)]}
+             for row in ('vanilla', 'alignmix') for seed in (0, 1)]
+  records.append({'row': 'cutmix', 'seed': 0, 'curve': []})  # A run from before test/epoch.
+  path = compare_methods.learning_curves(records, str(tmp_path), 'test')
+  assert path == str(tmp_path / 'learning_curves.png') and os.path.getsize(path) > 10_000
+
+
 def _fake_runs(monkeypatch, calls):
   """compare_methods' subprocesses replaced: training writes a test line, evaluation an
   eval.json (what `python -m alignmix_jax` writes), each call recorded."""
-  def fake_run(command, cwd, check):
-    del cwd, check
+  def fake_run(command, cwd, env, check):
+    del cwd, env, check
     workdir = command[command.index('--workdir') + 1]
     os.makedirs(workdir, exist_ok=True)
     calls.append('eval' if '--mode' in command else 'train')

@@ -113,6 +113,60 @@ def test_fashion_mnist_errors_name_the_file_and_the_fix(tmp_path):
 # CIFAR: the binary archives, written here.
 
 
+def _original_indices(loaded, images):
+  """The index in the IDX file of each loaded (padded, RGB) image: images are random, so
+  each matches one."""
+  return [int(np.flatnonzero((images == image[2:30, 2:30, 0]).all(axis=(1, 2)))[0])
+          for image in loaded['image']]
+
+
+def test_train_examples_is_a_class_balanced_subset_fixed_by_subset_seed_alone(tmp_path):
+  root, expected = _fashion_dir(tmp_path, counts=(200, 5))
+  images, labels = expected['train']
+  config = _fashion_config(root, counts=(200, 5), train_examples=30)
+  loaded = arrays.load(config, 'train')
+  indices = _original_indices(loaded, images)
+  assert len(set(indices)) == 30 and indices == sorted(indices)  # Distinct, in file order.
+  np.testing.assert_array_equal(loaded['label'], labels[indices])
+  assert np.bincount(loaded['label'], minlength=10).tolist() == [3] * 10
+  assert len(arrays.load(config, 'test')['label']) == 5  # The test split stays whole.
+  assert catalog.split_size(config, 'train') == 30
+  assert catalog.steps_per_epoch(config, 8) == 3
+  # The same images whatever the run's seed (every method and seed trains on them) ...
+  mesh = parallel.data_mesh()
+  for seed in (0, 1):
+    feed = data.train_feed(config, mesh, global_batch_size=10, seed=seed)
+    np.testing.assert_array_equal(jax.device_get(feed.resident['image']), loaded['image'])
+  # ... and others for another subset_seed; 0 keeps every example.
+  other = _original_indices(arrays.load(_fashion_config(
+      root, counts=(200, 5), train_examples=30, subset_seed=1), 'train'), images)
+  assert other != indices and len(set(other)) == 30
+  whole = arrays.load(_fashion_config(root, counts=(200, 5)), 'train')
+  np.testing.assert_array_equal(whole['label'], labels)
+
+
+@pytest.mark.parametrize('fields, message', [
+    ({'train_examples': 25}, r'train_examples = 25 must be 0 .* or a positive multiple of '
+                             r'config.dataset.num_classes = 10'),
+    ({'train_examples': -10}, r'train_examples = -10 must be 0'),
+    ({'train_examples': 300}, r'train_examples = 300 is more than the 200 examples of the '
+                              r'train split: set it to at most config.dataset.train_size'),
+    ({'train_examples': 200}, r'takes 20 examples of each class, but class 3 of fashion_mnist '
+                              r'has 16: lower train_examples to at most 160'),
+])
+def test_train_examples_errors_name_the_fix(tmp_path, fields, message):
+  root, _ = _fashion_dir(tmp_path, counts=(200, 5))
+  with pytest.raises(ValueError, match=message):
+    arrays.load(_fashion_config(root, counts=(200, 5), **fields), 'train')
+
+
+def test_train_examples_of_a_streamed_dataset_is_refused():
+  config = _config(name='imagenet2012', num_classes=1000, train_examples=1000)
+  with pytest.raises(ValueError, match=r'subsets the datasets held in memory .*not the '
+                                       r'streamed imagenet2012: set it to 0'):
+    catalog.split_size(config, 'train')
+
+
 def _cifar_records(count, label_bytes, seed):
   rng = np.random.default_rng(seed)
   images = rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
@@ -519,11 +573,12 @@ def test_fashion_mnist_config_trains_without_tensorflow(tmp_path):
       '--config.dataset.train_size=64', '--config.dataset.test_size=20',
       '--config.model.width=4', '--config.batch_size=16', '--config.num_train_steps=4',
       '--config.log_every_steps=2', '--config.checkpoint_every_steps=4',
-      '--config.eval.batch_size=20')
+      '--config.eval.batch_size=20', '--config.dataset.train_examples=40')
   assert result.returncode == 0, result.stderr[-3000:]
   lines = metric_logging.read_jsonl(str(tmp_path / 'run'))
   top1 = lines[-1]['test/top1']
   assert lines[-1]['step'] == 4 and 0 <= top1 <= 100
+  assert lines[-1]['test/epoch'] == 2.0  # 40 of the 64 images: 2 batches of 16 per epoch.
   assert top1 / 5 == pytest.approx(round(top1 / 5), abs=1e-4)  # Of 20 test images: 5% each.
   events = helpers.tensorboard_scalars(tmp_path / 'run')
   assert [step for step, _ in events['train/loss']] == [2, 4]

@@ -208,7 +208,8 @@ def test_a_torn_last_metrics_line_is_dropped(tmp_path, caplog):
   with caplog.at_level(py_logging.WARNING):
     train.train_and_evaluate(_config(), str(run))
   assert 'torn last line' in caplog.text
-  first_run_end = {(4, name) for name in ('test/top1', 'test/best_top1', 'test/loss')}
+  first_run_end = {(4, name) for name in ('test/top1', 'test/best_top1', 'test/loss',
+                                              'test/epoch')}
   assert helpers.scalars(run).keys() == helpers.scalars(reference).keys() | first_run_end
   with open(run / metric_logging.JSONL, 'r+', encoding='utf-8') as f:
     lines = f.readlines()

@@ -98,16 +98,15 @@ def balanced_subset(labels, dataset_config):
   if count == 0:
     return np.arange(len(labels))
   share = count // dataset_config.num_classes
+  members = [np.flatnonzero(labels == label) for label in range(dataset_config.num_classes)]
+  smallest = min(range(len(members)), key=lambda label: len(members[label]))
+  if len(members[smallest]) < share:
+    raise ValueError(f'config.dataset.train_examples = {count} takes {share} examples of '
+                     f'each class, but class {smallest} of {dataset_config.name} has '
+                     f'{len(members[smallest])}: lower train_examples to at most '
+                     f'{len(members[smallest]) * dataset_config.num_classes}.')
   rng = np.random.default_rng(dataset_config.get('subset_seed', 0))
-  chosen = []
-  for label in range(dataset_config.num_classes):
-    members = np.flatnonzero(labels == label)
-    if len(members) < share:
-      raise ValueError(f'config.dataset.train_examples = {count} takes {share} examples of '
-                       f'each class, but class {label} of {dataset_config.name} has '
-                       f'{len(members)}: lower train_examples to at most '
-                       f'{len(members) * dataset_config.num_classes}.')
-    chosen.append(rng.choice(members, share, replace=False))
+  chosen = [rng.choice(indices, share, replace=False) for indices in members]
   return np.sort(np.concatenate(chosen))
 
 

@@ -71,8 +71,8 @@ def main(argv=None):
   parser.add_argument('--seeds', default='', help='comma-separated seeds of the digits and '
                       'fashion_mnist sections (default: theirs in sections.SEEDS; with '
                       '--check, the first of them)')
-  parser.add_argument('--compare_dir', default='workdirs/compare_fashion_cpu',
-                      help='the runs of the compare section')
+  parser.add_argument('--compare_root', default='workdirs',
+                      help='the folder of the compare sections\' runs (compare_fashion_<budget>)')
   parser.add_argument('--check', action='store_true', help='compare with the quoted figures, '
                       'write nothing')
   parser.add_argument('--render', action='store_true', help='rewrite the documents from '

@@ -401,43 +401,31 @@ def _gpu(f):
   return text + f'\n\nOn {_where(g)}. ' + _gpu_rest(g['records'])
 
 
-def _compare(f):
-  c = f['compare']
-  o = c['overrides']
-  return (c['table'] + f'\n\n`{c["config"]}` with the `{c["budget"]}` budget: PreActResNet18 '
-          f'width {o["model.width"]}, batch {o["batch_size"]}, {o["num_epochs"]} epochs, lr '
-          f'{o["optimizer.learning_rate"]}, decayed x0.1 at epochs {o["optimizer.decay_epochs"]}; '
-          f'FGSM and PGD on the first {o["eval.attack_examples"]} test images. {_where(c)}.')
+def _compare(section):
+  """The block of a compare section: the table (`compare_methods.table`), the setting, the
+  command and the machine."""
+  def block(f):
+    c = f[section]
+    o, records = c['overrides'], c['records']
+    rows = list(dict.fromkeys(r['row'] for r in records))
+    seeds = sorted({r['seed'] for r in records})
+    subset = o.get('dataset.train_examples', '0')
+    about = f' ({c["about"]})' if c.get('about') else ''
+    data = (f'a class-balanced subset of {subset} training images (all 10,000 test images)'
+            if subset != '0' else 'every training image')
+    return (compare_methods.table(records, rows, seeds)
+            + f'\n\n`{c["config"]}` with the `{c["budget"]}` budget{about}: '
+            f'{data}, PreActResNet18 width {o["model.width"]}, batch {o["batch_size"]}, '
+            f'{o["num_epochs"]} epochs, lr {o["optimizer.learning_rate"]}, decayed x0.1 at '
+            f'epochs {o["optimizer.decay_epochs"]}; FGSM and PGD on the first '
+            f'{o["eval.attack_examples"]} test images. `{c["commands"][0]}` on {_where(c)}, '
+            f'{c["date"]}.')
+  return block
 
 
-def _compare_reading(f):
-  """Each row against vanilla, metric by metric: the difference of the means and whether it
-  exceeds the seed-to-seed spread (the sum of the two standard deviations)."""
-  records = f['compare']['records']
-  rows = list(dict.fromkeys(r['row'] for r in records))
-  metrics = (('top1_error', 'top-1 error', -1), ('pgd_error', 'PGD error', -1),
-             ('ece', 'ECE', -1), ('ood/sklearn_digits/auroc', 'digits AuROC', 1))
-
-  def stats(row, key):
-    values = [r[key] for r in records if r['row'] == row]
-    spread = statistics.stdev(values) if len(values) > 1 else float('inf')
-    return statistics.fmean(values), spread
-
-  lines = []
-  for row in rows:
-    if row == 'vanilla':
-      continue
-    parts = []
-    for key, label, better in metrics:
-      (mean, spread), (base, base_spread) = stats(row, key), stats('vanilla', key)
-      diff = mean - base
-      if abs(diff) > spread + base_spread:
-        verdict = 'better' if diff * better > 0 else 'worse'
-      else:
-        verdict = 'within the spread'
-      parts.append(f'{label} {diff:+.2f} ({verdict})')
-    lines.append(f'- {compare_methods.ROWS[row].label} vs Baseline: ' + ', '.join(parts) + '.')
-  return '\n'.join(lines)
+def _compare_reading(section):
+  """The reading of a compare section (`compare_methods.reading`)."""
+  return lambda f: compare_methods.reading(f[section]['records'])
 
 
 BLOCKS = {
@@ -456,8 +444,9 @@ BLOCKS = {
     'fidelity': (('fidelity',), _fidelity),
     'convergence': (('fidelity',), _convergence),
     'torch': (('torch',), _torch),
-    'compare': (('compare',), _compare),
-    'compare_reading': (('compare',), _compare_reading),
+    **{name + suffix: ((name,), renderer(name))
+       for name in ('compare', 'compare_lowdata', 'compare_gpu_window')
+       for suffix, renderer in (('', _compare), ('_reading', _compare_reading))},
     'test_time': (('tests',), _test_time),
     'slow_time': (('tests',), _slow_time),
 }

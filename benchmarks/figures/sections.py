@@ -15,7 +15,9 @@ Sections:
                   networks;
   torch           benchmarks.torch_reference (needs torch): our step against PyTorch's;
   compare         benchmarks.compare_methods on Fashion-MNIST, CPU budget (about 70 minutes;
-                  resumes its runs in `--compare_dir`);
+                  resumes its runs in `<--compare_root>/compare_fashion_cpu`);
+  compare_lowdata the same, low-data budget (a class-balanced subset trained long);
+  compare_gpu_window  the same, GPU-window budget (on an accelerator: every row, 30 epochs);
   tests           the README's two test commands, timed;
   gpu             the figures `benchmarks.gpu_check --out FILE` wrote on an accelerator
                   (`--gpu_jsonl FILE`).
@@ -192,18 +194,27 @@ def run_torch(args, log):
   return {'records': _json_lines(text), 'torch': importlib.metadata.version('torch')}
 
 
-def run_compare(args, log):
-  """The comparison of `benchmarks.compare_methods` (resumes, or rereads, its runs)."""
-  out = os.path.join(documents.ROOT, args.compare_dir)
-  _run(['python', '-m', 'benchmarks.compare_methods', '--out', args.compare_dir], log)
-  with open(os.path.join(out, 'results.json'), encoding='utf-8') as f:
-    results = json.load(f)
-  with open(os.path.join(out, 'results.md'), encoding='utf-8') as f:
-    results['table'] = f.read().strip()
-  for name, copy in (('reliability_best_worst.png', 'compare_reliability.png'),
-                     ('figure3_interpolations.png', 'compare_figure3.png')):
-    shutil.copyfile(os.path.join(out, name), os.path.join(documents.ROOT, 'docs', copy))
-  return results
+def _compare(budget):
+  """The section of `benchmarks.compare_methods --budget BUDGET`: resumes, or rereads, its
+  runs in `<--compare_root>/compare_fashion_<budget>`; its figures are copied into docs/."""
+  def run(args, log):
+    out = os.path.join(args.compare_root, f'compare_fashion_{budget}')
+    _run(['python', '-m', 'benchmarks.compare_methods', '--out', out, '--budget', budget], log)
+    out = os.path.join(documents.ROOT, out)
+    with open(os.path.join(out, 'results.json'), encoding='utf-8') as f:
+      results = json.load(f)
+    for name, copy in COMPARE_FIGURES:
+      if os.path.exists(os.path.join(out, name)):  # No interpolations without AlignMix/AE.
+        shutil.copyfile(os.path.join(out, name),
+                        os.path.join(documents.ROOT, 'docs', copy.format(budget=budget)))
+    return results
+  return run
+
+
+# What a compare section copies from its --out into docs/.
+COMPARE_FIGURES = (('reliability_best_worst.png', 'compare_{budget}_reliability.png'),
+                   ('figure3_interpolations.png', 'compare_{budget}_figure3.png'),
+                   ('learning_curves.png', 'compare_{budget}_curves.png'))
 
 
 def run_tests(args, log):
@@ -238,7 +249,8 @@ SECTIONS = {'digits': run_digits, 'fashion_mnist': run_fashion_mnist, 'summary':
             'throughput': run_throughput, 'dispatch': run_dispatch,
             'pipelines': run_pipelines,
             'alignment': run_alignment, 'eval': run_eval, 'fidelity': run_fidelity,
-            'torch': run_torch, 'compare': run_compare, 'tests': run_tests, 'gpu': run_gpu}
+            'torch': run_torch, 'compare': _compare('cpu'), 'compare_lowdata': _compare('lowdata'),
+            'compare_gpu_window': _compare('gpu_window'), 'tests': run_tests, 'gpu': run_gpu}
 
 # The sections a plain `python -m benchmarks.figures` runs (the others need torch, the
 # authors' code, an accelerator's output or an hour).
