@@ -75,21 +75,21 @@ LOWDATA_EXAMPLES, LOWDATA_EPOCHS = 500, 200
 _EVAL = {'eval.batch_size': 500, 'eval.attack_examples': 1000}
 BUDGETS = {
     'cpu': Budget(
-        'about 70 minutes for every row x 2 seeds on a 2-core CPU (Fashion-MNIST: 1,404 steps)',
+        'about 2 hours for every row x 2 seeds on a 2-core CPU (Fashion-MNIST: 1,404 steps)',
         {'model.width': 8, 'batch_size': 128, 'num_epochs': 3, 'num_train_steps': 0,
          'optimizer.learning_rate': 0.02, 'optimizer.decay_epochs': (2,),
          'eval_every_epochs': 1, 'log_every_steps': 117, 'checkpoint_every_steps': 468,
          **_EVAL}),
     # Mixing pays off when a network can memorise its data: few examples, many epochs.
     'lowdata': Budget(
-        f'a class-balanced subset of {LOWDATA_EXAMPLES} training images, {LOWDATA_EPOCHS} '
-        'epochs: about LOWDATA_MINUTES for 4 rows x 3 seeds on a 2-core CPU',
+        'about 75 minutes for 6 rows x 3 seeds on a 2-core CPU',
         {'dataset.train_examples': LOWDATA_EXAMPLES, 'model.width': 8, 'batch_size': 128,
          'num_epochs': LOWDATA_EPOCHS, 'num_train_steps': 0, 'optimizer.learning_rate': 0.02,
          'optimizer.decay_epochs': (LOWDATA_EPOCHS * 6 // 10, LOWDATA_EPOCHS * 8 // 10),
          'eval_every_epochs': 10, 'log_every_steps': 30, 'checkpoint_every_steps': 300,
          **_EVAL},
-        rows=('vanilla', 'input_mixup', 'alignmix_official', 'alignmix'), seeds=(0, 1, 2)),
+        rows=('vanilla', 'input_mixup', 'puzzlemix', 'comixup', 'alignmix_official',
+              'alignmix'), seeds=(0, 1, 2)),
     # The paper's CIFAR recipe (PreActResNet18 width 64, lr 0.1, 200 epochs) for a GPU.
     'gpu': Budget(
         'the paper\'s CIFAR recipe: hours per run on one GPU',
@@ -243,15 +243,16 @@ READING = (('top1_error', 'top-1 error', -1), ('pgd_error', 'PGD error', -1),
 ALIGNMIX_ROWS = ('alignmix', 'alignmix_official')
 
 
-def verdict(records, row, other):
-  """`row` against `other`, metric by metric (`READING`): the difference of the means over
-  seeds, 'better' or 'worse' only when it exceeds the seed-to-seed spread (the sum of the
-  two standard deviations; one seed: always within), else 'within the spread'."""
+def verdicts(records, row, other):
+  """`row` against `other`, metric by metric (`READING`): `[(label, difference of the means
+  over seeds, word)]`, the word 'better' or 'worse' only when the difference exceeds the
+  seed-to-seed spread (the sum of the two standard deviations; one seed: never), else
+  'within the spread'."""
   def stats(name, key):
     values = [r[key] for r in records if r['row'] == name and key in r]
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1
                                       else float('inf'))
-  parts = []
+  out = []
   for key, label, better in READING:
     (mean, spread), (base, base_spread) = stats(row, key), stats(other, key)
     diff = mean - base
@@ -259,19 +260,37 @@ def verdict(records, row, other):
       word = 'better' if diff * better > 0 else 'worse'
     else:
       word = 'within the spread'
-    parts.append(f'{label} {diff:+.2f} ({word})')
-  return f'- {ROWS[row].label} vs {ROWS[other].label}: ' + ', '.join(parts) + '.'
+    out.append((label, diff, word))
+  return out
 
 
 def reading(records):
   """Every row against the Baseline, then AlignMix (the authors' and AlignMix/AE) against
-  every other row: one `verdict` line per pair, the same code for every row."""
+  every other row: one line of `verdicts` per pair, the same code for every row; then, per
+  AlignMix row and metric, which rows it beats, which it is within the spread of, and
+  which beat it."""
   rows = list(dict.fromkeys(r['row'] for r in records))
   pairs = [(row, 'vanilla') for row in rows if row != 'vanilla' and 'vanilla' in rows]
   for first in (row for row in ALIGNMIX_ROWS if row in rows):
     pairs += [(first, other) for other in rows if other not in (first, 'vanilla')
               and (other, first) not in pairs]
-  return '\n'.join(verdict(records, row, other) for row, other in pairs)
+  lines = [f'- {ROWS[row].label} vs {ROWS[other].label}: '
+           + ', '.join(f'{label} {diff:+.2f} ({word})'
+                       for label, diff, word in verdicts(records, row, other)) + '.'
+           for row, other in pairs]
+  for first in (row for row in ALIGNMIX_ROWS if row in rows):
+    others = [row for row in rows if row != first]
+    if not others:
+      continue
+    lines.append(f'\n{ROWS[first].label}, beyond the seed spread:')
+    words = {other: verdicts(records, first, other) for other in others}
+    for index, (_, label, _) in enumerate(READING):
+      groups = {word: ', '.join(f'*{ROWS[other].label}*' for other in others
+                                if words[other][index][2] == word) or 'none'
+                for word in ('better', 'within the spread', 'worse')}
+      lines.append(f'- {label}: better than {groups["better"]}; within the spread of '
+                   f'{groups["within the spread"]}; worse than {groups["worse"]}.')
+  return '\n'.join(lines)
 
 
 def learning_curves(records, out_dir, title):

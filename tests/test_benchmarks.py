@@ -6,6 +6,7 @@ import gzip
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -219,14 +220,18 @@ def test_the_reading_says_better_or_worse_only_beyond_the_seed_spread():
                       'alignmix': [10.5, 11.5]})
   lines = compare_methods.reading(records).splitlines()
   # Stds: 1.414 (vanilla, input mixup), 0.707 (AlignMix/AE); equal metrics: 0 +- spread.
+  within = 'PGD error +0.00 (within the spread), ECE +0.00 (within the spread), digits ' \
+           'AuROC +0.00 (within the spread).'
   assert lines == [
-      '- Input mixup vs Baseline: top-1 error +4.00 (worse), PGD error +0.00 (within the '
-      'spread), ECE +0.00 (within the spread), digits AuROC +0.00 (within the spread).',
-      '- AlignMix/AE vs Baseline: top-1 error +0.00 (within the spread), PGD error +0.00 '
-      '(within the spread), ECE +0.00 (within the spread), digits AuROC +0.00 (within the '
-      'spread).',
-      '- AlignMix/AE vs Input mixup: top-1 error -4.00 (better), PGD error +0.00 (within the '
-      'spread), ECE +0.00 (within the spread), digits AuROC +0.00 (within the spread).']
+      f'- Input mixup vs Baseline: top-1 error +4.00 (worse), {within}',
+      f'- AlignMix/AE vs Baseline: top-1 error +0.00 (within the spread), {within}',
+      f'- AlignMix/AE vs Input mixup: top-1 error -4.00 (better), {within}',
+      '',
+      'AlignMix/AE, beyond the seed spread:',
+      '- top-1 error: better than *Input mixup*; within the spread of *Baseline*; worse than '
+      'none.',
+      *(f'- {metric}: better than none; within the spread of *Baseline*, *Input mixup*; worse '
+        'than none.' for metric in ('PGD error', 'ECE', 'digits AuROC'))]
   # 4.0 against 1.414 + 0.707: beyond; 2.0 is not.
   near = _records({'vanilla': [10.0, 12.0], 'alignmix': [8.5, 9.5]})
   assert 'top-1 error -2.00 (within the spread)' in compare_methods.reading(near)
@@ -283,6 +288,28 @@ def test_compare_methods_restarts_where_a_kill_left_it(tmp_path, monkeypatch):
                                        r".*give another --out"):
     run({'num_train_steps': '7'})
   assert calls == ['train', 'eval', 'eval']
+
+
+def test_parallel_runs_each_take_a_share_of_the_accelerator_memory(monkeypatch):
+  monkeypatch.delenv('XLA_PYTHON_CLIENT_MEM_FRACTION', raising=False)
+  environment = compare_methods._environment  # pylint: disable=protected-access
+  assert environment(4)['XLA_PYTHON_CLIENT_MEM_FRACTION'] == '0.225'
+  assert 'XLA_PYTHON_CLIENT_MEM_FRACTION' not in environment(1)
+  monkeypatch.setenv('XLA_PYTHON_CLIENT_MEM_FRACTION', '0.1')  # The user's: kept.
+  assert environment(4)['XLA_PYTHON_CLIENT_MEM_FRACTION'] == '0.1'
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--rows', 'vanilla,mixup'], r"unknown rows \['mixup'\]; valid: vanilla,"),
+    (['--seeds', '0,one'], r"--seeds '0,one' is not a comma-separated list of integers"),
+    (['--parallel', '-1'], r'--parallel -1 must be at least 1'),
+])
+def test_compare_methods_refuses_bad_arguments_before_running(tmp_path, capsys, args,
+                                                             message):
+  with pytest.raises(SystemExit):
+    compare_methods.main(['--out', str(tmp_path), *args])
+  assert re.search(message, capsys.readouterr().err)
+  assert not os.listdir(tmp_path)  # Nothing written.
 
 
 def test_the_near_ood_folder_is_written_whole(tmp_path):

@@ -14,7 +14,7 @@ Sections:
   fidelity        benchmarks.fidelity against the authors' code (`--authors_dir`), both
                   networks;
   torch           benchmarks.torch_reference (needs torch): our step against PyTorch's;
-  compare         benchmarks.compare_methods on Fashion-MNIST, CPU budget (about 70 minutes;
+  compare         benchmarks.compare_methods on Fashion-MNIST, CPU budget (about 2 hours;
                   resumes its runs in `<--compare_root>/compare_fashion_cpu`);
   compare_lowdata the same, low-data budget (a class-balanced subset trained long);
   compare_gpu_window  the same, GPU-window budget (on an accelerator: every row, 30 epochs);
