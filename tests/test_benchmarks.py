@@ -208,7 +208,7 @@ def test_compare_methods_writes_the_table_and_restarts_where_it_stopped(tmp_path
   assert (tmp_path / 'results.md').read_text() == table
 
 
-def _records(values):
+def _seed_records(values):
   """Records of `{row: [top-1 error per seed]}`, the other reading metrics fixed."""
   return [{'row': row, 'seed': seed, 'top1_error': error, 'pgd_error': 50.0, 'ece': 1.0,
            'ood/sklearn_digits/auroc': 90.0 + seed}
@@ -216,7 +216,7 @@ def _records(values):
 
 
 def test_the_reading_says_better_or_worse_only_beyond_the_seed_spread():
-  records = _records({'vanilla': [10.0, 12.0], 'input_mixup': [14.0, 16.0],
+  records = _seed_records({'vanilla': [10.0, 12.0], 'input_mixup': [14.0, 16.0],
                       'alignmix': [10.5, 11.5]})
   lines = compare_methods.reading(records).splitlines()
   # Stds: 1.414 (vanilla, input mixup), 0.707 (AlignMix/AE); equal metrics: 0 +- spread.
@@ -233,9 +233,9 @@ def test_the_reading_says_better_or_worse_only_beyond_the_seed_spread():
       *(f'- {metric}: better than none; within the spread of *Baseline*, *Input mixup*; worse '
         'than none.' for metric in ('PGD error', 'ECE', 'digits AuROC'))]
   # 4.0 against 1.414 + 0.707: beyond; 2.0 is not.
-  near = _records({'vanilla': [10.0, 12.0], 'alignmix': [8.5, 9.5]})
+  near = _seed_records({'vanilla': [10.0, 12.0], 'alignmix': [8.5, 9.5]})
   assert 'top-1 error -2.00 (within the spread)' in compare_methods.reading(near)
-  one_seed = _records({'vanilla': [10.0], 'alignmix': [5.0]})
+  one_seed = _seed_records({'vanilla': [10.0], 'alignmix': [5.0]})
   assert 'top-1 error -5.00 (within the spread)' in compare_methods.reading(one_seed)
 
 

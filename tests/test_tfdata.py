@@ -14,6 +14,7 @@ from sklearn import datasets as sklearn_datasets
 
 from alignmix_jax import data
 from alignmix_jax import parallel
+from alignmix_jax.data import arrays
 from alignmix_jax.data import tfdata
 from alignmix_jax.configs import default
 
@@ -133,6 +134,19 @@ def test_start_step_resumes_exactly_across_epochs():
     resumed = _take(tfdata.create_split(config, 'train', batch_size=64, seed=3,
                                                 train=True, start_step=start), 1)[0]
     assert all(np.array_equal(resumed[key], full[start][key]) for key in resumed), start
+
+
+def test_an_epoch_of_a_train_examples_subset_is_the_subset_once():
+  config = _config(train_examples=100, augment='none')
+  steps = data.steps_per_epoch(config, 20)
+  assert steps == 5
+  batches = _take(tfdata.create_split(config, 'train', batch_size=20, seed=0, train=True),
+                  steps)
+  labels = np.concatenate([batch['label'] for batch in batches])
+  assert np.bincount(labels, minlength=10).tolist() == [10] * 10
+  seen = np.concatenate([_pixels(batch) for batch in batches]).reshape(100, -1)
+  subset = arrays.load(config, 'train')['image'].reshape(100, -1)  # The device back end's.
+  assert sorted(map(bytes, seen)) == sorted(map(bytes, subset))
 
 
 # Augmentation.
