@@ -241,6 +241,11 @@ def table(records, rows, seeds):
                              'evaluation of one run.')
 
 
+def rows_of(records):
+  """The rows of `records`, in their first appearance's order."""
+  return list(dict.fromkeys(r['row'] for r in records))
+
+
 # What the reading weighs, with the direction that is better (-1: lower).
 READING = (('top1_error', 'top-1 error', -1), ('pgd_error', 'PGD error', -1),
            ('ece', 'ECE', -1), ('ood/sklearn_digits/auroc', 'digits AuROC', 1))
@@ -273,7 +278,7 @@ def reading(records):
   every other row: one line of `verdicts` per pair, the same code for every row; then, per
   AlignMix row and metric, which rows it beats, which it is within the spread of, and
   which beat it."""
-  rows = list(dict.fromkeys(r['row'] for r in records))
+  rows = rows_of(records)
   pairs = [(row, 'vanilla') for row in rows if row != 'vanilla' and 'vanilla' in rows]
   for first in (row for row in ALIGNMIX_ROWS if row in rows):
     pairs += [(first, other) for other in rows if other not in (first, 'vanilla')
@@ -303,7 +308,7 @@ def learning_curves(records, out_dir, title):
   its second half magnified."""
   from matplotlib import figure as mpl_figure  # pylint: disable=g-import-not-at-top
   series = {}  # row: (epochs, [top-1 of each seed] per epoch)
-  for row in dict.fromkeys(r['row'] for r in records):
+  for row in rows_of(records):
     curves = [r['curve'] for r in records if r['row'] == row and r.get('curve')]
     if curves:
       length = min(len(curve) for curve in curves)  # Equal unless a run changed budget.
@@ -408,9 +413,8 @@ def main(argv=None):
   parallel = args.parallel or budget.parallel
   if parallel < 1:
     parser.error(f'--parallel {args.parallel} must be at least 1')
-  overrides = {**{k: cli_value(v) for k, v in {**budget.overrides,
-                                                 **(TINY if args.tiny else {})}.items()},
-               **parse_set(args.set)}
+  sized = {**budget.overrides, **(TINY if args.tiny else {})}
+  overrides = {**{k: cli_value(v) for k, v in sized.items()}, **parse_set(args.set)}
   out_dir = os.path.abspath(args.out)
   near_ood = os.path.join(out_dir, 'ood_sklearn_digits')
   write_near_ood(near_ood, 32)

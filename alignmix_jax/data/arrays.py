@@ -73,7 +73,7 @@ def load(dataset_config, split):
   data = _LOADERS[name](dataset_config, split)
   if name != 'image_folder':
     catalog.check_size(dataset_config, split, len(data['label']))
-  if split == 'train':
+  if split == 'train' and catalog.train_examples(dataset_config):
     kept = catalog.balanced_subset(data['label'], dataset_config)
     data = {key: value[kept] for key, value in data.items()}
   return {'image': fit(data['image'], dataset_config.image_size),

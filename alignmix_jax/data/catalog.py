@@ -87,16 +87,14 @@ def _check_train_examples(dataset_config):
 
 
 def balanced_subset(labels, dataset_config):
-  """Indices (sorted) of the `config.dataset.train_examples` training examples: as many of
-  each class, drawn by `config.dataset.subset_seed` alone, so every method and every run
-  seed trains on the same images. All indices when `train_examples` is 0.
+  """Indices (sorted) of the `config.dataset.train_examples` (> 0) training examples: as
+  many of each class, drawn by `config.dataset.subset_seed` alone, so every method and
+  every run seed trains on the same images.
 
   Raises:
     ValueError: a class with fewer examples than its share.
   """
   count = train_examples(dataset_config)
-  if count == 0:
-    return np.arange(len(labels))
   share = count // dataset_config.num_classes
   members = [np.flatnonzero(labels == label) for label in range(dataset_config.num_classes)]
   smallest = min(range(len(members)), key=lambda label: len(members[label]))

@@ -407,11 +407,10 @@ def _compare(section):
   def block(f):
     c = f[section]
     o, records = c['overrides'], c['records']
-    rows = list(dict.fromkeys(r['row'] for r in records))
-    seeds = sorted({r['seed'] for r in records})
+    rows, seeds = compare_methods.rows_of(records), sorted({r['seed'] for r in records})
     subset = o.get('dataset.train_examples', '0')
     about = f' ({c["about"]})' if c.get('about') else ''
-    data = (f'a class-balanced subset of {subset} training images (all 10,000 test images)'
+    data = (f'a class-balanced subset of {subset} training images (the whole test split)'
             if subset != '0' else 'every training image')
     return (compare_methods.table(records, rows, seeds)
             + f'\n\n`{c["config"]}` with the `{c["budget"]}` budget{about}: '
